@@ -1,0 +1,432 @@
+"""A protocol-faithful fake of the OpenAI Realtime API (GA) on aiohttp.web.
+
+Used by the tests and as the offline demo model when no API key is set. It speaks the GA wire
+protocol of ``/work/shared/reference/realtime-api.md`` part A: ``session.created`` first, validated
+client events with real-looking ``error`` events, an energy VAD (``fake_vad``) that emits
+``speech_started``/``speech_stopped``/``committed``, responses in the A.7.1 event order whose audio
+is a tone, an echo of the caller's last utterance, or a WAV file, streamed in uneven chunks faster
+than real time, plus barge-in, ``response.cancel``, ``conversation.item.truncate`` and hooks to drop
+or expire a session. Schema and validation live in ``fake_realtime_schema``.
+
+CLI: ``python -m voiceai_ari.fake_realtime --port 8765 --mode tone`` (also ``voiceai-ari fake-realtime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import json
+import logging
+import random
+import signal
+import sys
+
+from aiohttp import WSMsgType, web
+
+from . import audio_gen
+from .fake_realtime_conversation import BYTES_PER_MS, RATE, ConversationMixin, _Response
+from .fake_realtime_schema import (
+    CLIENT_EVENTS,
+    SERVER_ERROR_MESSAGE,
+    RealtimeError,
+    bad_type,
+    bad_value,
+    default_session,
+    merge_session,
+    missing,
+    need,
+    new_id,
+)
+from .fake_vad import EnergyVad, threshold_to_dbfs
+
+log = logging.getLogger(__name__)
+
+MIN_COMMIT_MS = 100
+EAGERNESS_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
+
+
+class FakeSession(ConversationMixin):
+    """One accepted WebSocket. Tests read ``config``, ``received``, ``audio`` and ``responses``."""
+
+    def __init__(self, server: FakeRealtimeServer, ws: web.WebSocketResponse, transport, model: str,
+                 index: int) -> None:
+        self.server, self._ws, self._transport = server, ws, transport
+        self.id = new_id("sess")
+        self.config: dict = default_session(model, self.id)
+        self.conversation_id = new_id("conv")
+        self.received: list[dict] = []  # append events keep "audio_bytes" instead of "audio"
+        self.append_count = 0
+        self.audio = bytearray()  # all appended input audio, 24 kHz PCM16 LE
+        self.responses: list[dict] = []  # the response objects of every response.done sent
+        self.closed = asyncio.Event()
+        self._items: dict[str, dict] = {}  # conversation, in order
+        self._item_audio_ms: dict[str, float] = {}  # assistant item id -> audio ms sent (or truncated to)
+        self._buf_start = 0  # byte offset of the uncommitted input buffer in self.audio
+        self._speech: tuple[str, int] | None = None  # (item_id, audio_start_ms) of the turn in progress
+        self._last_utterance: bytes | None = None
+        self._active: _Response | None = None
+        self._audio_produced = False
+        self._rng = random.Random(None if server.seed is None else server.seed + index)
+        self._changed = asyncio.Event()
+        self._seen: dict[str, int] = {}
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._vad: EnergyVad | None = None
+        self._configure_vad()
+
+    # ---- test API -------------------------------------------------------------------------------
+    def events_of(self, type_: str) -> list[dict]:
+        return [e for e in self.received if e.get("type") == type_]
+
+    async def wait_for(self, type_: str, timeout: float = 5.0) -> dict:
+        """The next client event of ``type_`` not yet returned by an earlier ``wait_for(type_)``
+        (already-received events count, so there is no race with the sender)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                evs, idx = self.events_of(type_), self._seen.get(type_, 0)
+                if len(evs) > idx:
+                    self._seen[type_] = idx + 1
+                    return evs[idx]
+                await self._changed.wait()
+
+    def drop(self) -> asyncio.Future:
+        """Abort the TCP connection with no close frame (client sees 1006). Returns a finished future,
+        so both ``session.drop()`` and ``await session.drop()`` work."""
+        if self._transport is not None:
+            self._transport.abort()
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def expire(self) -> asyncio.Task:
+        """Send ``session_expired`` and close 1000. Runs as a task; await it to wait for the close."""
+        task = asyncio.ensure_future(self._expire())  # not in _tasks: the session end must not cancel it
+        self.server._keep.add(task)
+        task.add_done_callback(self.server._keep.discard)
+        return task
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _expire(self) -> None:
+        await self._error(RealtimeError("session_expired", "Your session hit the maximum duration of 60 minutes."))
+        await self._ws.close(code=1000)
+
+    async def _send(self, type_: str, **fields) -> None:
+        if self._ws.closed:
+            return
+        event = {"type": type_, "event_id": new_id("event"), **fields}
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):  # peer gone; the receive loop notices
+                await self._ws.send_str(json.dumps(event))
+
+    async def _error(self, err: RealtimeError, client_event_id: str | None = None) -> None:
+        await self._send("error", error=err.body(client_event_id))
+
+    async def _run(self) -> None:
+        timer = None
+        try:
+            await self._send("session.created", session=copy.deepcopy(self.config))
+            await self._send("conversation.created",
+                             conversation={"id": self.conversation_id, "object": "realtime.conversation"})
+            if self.server.max_session_s is not None:
+                timer = asyncio.get_running_loop().call_later(self.server.max_session_s, self.expire)
+            async for msg in self._ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._on_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await self._error(RealtimeError("invalid_event", "Expected a text WebSocket message; "
+                                                    "binary frames are not supported."))
+                else:
+                    break
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self._active is not None and self._active.task is not None:
+                self._active.task.cancel()
+            for task in list(self._tasks):
+                if not task.done() and task is not asyncio.current_task():
+                    task.cancel()
+            self.closed.set()
+
+    async def _on_text(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            return await self._error(RealtimeError("invalid_json", f"Invalid event: failed to parse JSON value. {exc}"))
+        if not isinstance(event, dict):
+            return await self._error(bad_type("event", "an object", event))
+        record = event
+        if event.get("type") == "input_audio_buffer.append":
+            record = {k: v for k, v in event.items() if k != "audio"}
+            self.append_count += 1
+        self.received.append(record)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        eid = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        try:
+            await self._dispatch(event, record)
+        except RealtimeError as err:
+            await self._error(err, eid)
+        except Exception:  # never let one bad event kill the session or the server
+            log.exception("fake-realtime %s: error handling %s", self.id, event.get("type"))
+            await self._error(RealtimeError(None, SERVER_ERROR_MESSAGE, type_="server_error"), eid)
+
+    async def _dispatch(self, ev: dict, record: dict) -> None:
+        type_ = need(ev, "type", "", str, "a string")
+        if type_ not in CLIENT_EVENTS:
+            raise bad_value("type", type_, CLIENT_EVENTS)
+        handler = getattr(self, "_on_" + type_.replace(".", "_"))
+        await (handler(ev, record) if type_ == "input_audio_buffer.append" else handler(ev))
+
+    # ---- session and input audio ----------------------------------------------------------------
+    @property
+    def _turn_detection(self) -> dict | None:
+        return self.config["audio"]["input"]["turn_detection"]
+
+    def _configure_vad(self) -> None:
+        td = self._turn_detection
+        if td is None:
+            self._vad, self._speech = None, None
+            return
+        silence = td.get("silence_duration_ms", EAGERNESS_SILENCE_MS.get(td.get("eagerness", "auto"), 500))
+        self._vad = EnergyVad(threshold_dbfs=threshold_to_dbfs(td.get("threshold", 0.5),
+                                                               self.server.vad_threshold_dbfs),
+                              prefix_padding_ms=td.get("prefix_padding_ms", 300), silence_duration_ms=silence,
+                              start_sample=len(self.audio) // 2)
+        self._speech = None
+
+    async def _on_session_update(self, ev: dict) -> None:
+        if "session" not in ev:
+            raise missing("session")
+        old_td = self._turn_detection
+        self.config = merge_session(self.config, ev["session"], audio_produced=self._audio_produced)
+        if self._turn_detection != old_td:
+            self._configure_vad()
+        await self._send("session.updated", session=copy.deepcopy(self.config))
+
+    async def _on_input_audio_buffer_append(self, ev: dict, record: dict) -> None:
+        b64 = need(ev, "audio", "", str, "a string")
+        try:
+            pcm = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise RealtimeError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.",
+                                "audio") from None
+        record["audio_bytes"] = len(pcm)
+        if len(pcm) % 2:
+            raise RealtimeError("invalid_value", f"Invalid 'audio': audio/pcm must be whole 16-bit samples, "
+                                f"got {len(pcm)} bytes.", "audio")
+        self.audio += pcm
+        if self._vad is None:
+            return
+        for kind, ms in self._vad.feed(pcm):
+            if kind == "start":
+                self._speech = (new_id("item"), ms)
+                await self._send("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._speech[0])
+                if self._active is not None and self._turn_detection.get("interrupt_response", True):
+                    await self._cancel_response("turn_detected")
+            elif self._speech is not None:
+                item_id, start_ms = self._speech
+                self._speech = None
+                await self._send("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id)
+                await self._commit(item_id, start_ms * BYTES_PER_MS, ms * BYTES_PER_MS)
+                if self._turn_detection.get("create_response", True) and self._active is None:
+                    self._start_response({})
+
+    async def _on_input_audio_buffer_commit(self, ev: dict) -> None:
+        have_ms = (len(self.audio) - self._buf_start) / BYTES_PER_MS
+        if have_ms < MIN_COMMIT_MS:
+            raise RealtimeError("input_audio_buffer_commit_empty", "Error committing input audio buffer: buffer "
+                                f"too small. Expected at least {MIN_COMMIT_MS}ms of audio, but buffer only has "
+                                f"{have_ms:.2f}ms of audio.")
+        item_id = self._speech[0] if self._speech else new_id("item")
+        if self._vad is not None:
+            self._vad.reset()
+        self._speech = None
+        await self._commit(item_id, self._buf_start, len(self.audio))
+
+    async def _on_input_audio_buffer_clear(self, ev: dict) -> None:
+        self._buf_start = len(self.audio)
+        if self._vad is not None:
+            self._vad.reset()
+        self._speech = None
+        await self._send("input_audio_buffer.cleared")
+
+    async def _commit(self, item_id: str, start: int, end: int) -> None:
+        start = max(start, 0)
+        end = min(end, len(self.audio))
+        self._last_utterance = bytes(self.audio[start:end])
+        self._buf_start = max(self._buf_start, end)
+        prev = self._last_item_id()
+        await self._send("input_audio_buffer.committed", previous_item_id=prev, item_id=item_id)
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
+                "content": [{"type": "input_audio", "transcript": None}]}
+        await self._add_item(item, prev)
+        if self.config["audio"]["input"]["transcription"] is not None:
+            text = f"({len(self._last_utterance) / BYTES_PER_MS / 1000:.1f} s of audio)"
+            base = {"item_id": item_id, "content_index": 0}
+            await self._send("conversation.item.input_audio_transcription.delta", **base, delta=text)
+            await self._send("conversation.item.input_audio_transcription.completed", **base, transcript=text,
+                             usage={"type": "duration", "seconds": round(len(self._last_utterance) / 48000, 3)})
+
+
+class FakeRealtimeServer:
+    """The fake server. ``mode``: "tone" (sine at ``tone_hz`` for ``tone_seconds``, -12 dBFS), "echo"
+    (the caller's last committed utterance; the tone until there is one) or "wav" (a 24 kHz mono
+    16-bit file). ``speed``: audio is sent this many times faster than real time.
+    ``vad_threshold_dbfs``: energy threshold matching the session's ``threshold`` 0.5.
+    ``max_session_s``: expire sessions after this long (None: never). ``reject_after_upgrade``: fail
+    auth like the live API (101, then ``error`` + close 3000) instead of HTTP 401, and a missing
+    ``model`` with ``missing_model`` + close 4000 instead of defaulting to gpt-realtime."""
+
+    def __init__(self, *, mode: str = "echo", tone_hz: float = 440.0, tone_seconds: float = 2.0,
+                 wav_path: str | None = None, host: str = "127.0.0.1", port: int = 0, speed: float = 4.0,
+                 api_key: str | None = None, vad_threshold_dbfs: float = -40.0, response_delay_s: float = 0.0,
+                 seed: int | None = None, max_session_s: float | None = None,
+                 reject_after_upgrade: bool = False) -> None:
+        if mode not in ("tone", "echo", "wav"):
+            raise ValueError(f"mode must be 'tone', 'echo' or 'wav', not {mode!r}")
+        if mode == "wav" and not wav_path:
+            raise ValueError("mode 'wav' needs wav_path")
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.mode, self.tone_hz, self.tone_seconds, self.wav_path = mode, tone_hz, tone_seconds, wav_path
+        self.host, self.port, self.speed, self.api_key = host, port, speed, api_key
+        self.vad_threshold_dbfs, self.response_delay_s, self.seed = vad_threshold_dbfs, response_delay_s, seed
+        self.max_session_s, self.reject_after_upgrade = max_session_s, reject_after_upgrade
+        self.url = ""
+        self.sessions: list[FakeSession] = []
+        self.tone_pcm = audio_gen.tone(tone_hz, tone_seconds, RATE, dbfs=-12.0, fade_ms=5)
+        self.wav_pcm = b""
+        self._runner: web.AppRunner | None = None
+        self._changed = asyncio.Event()
+        self._keep: set[asyncio.Task] = set()
+
+    async def start(self) -> str:
+        """Bind and serve; returns the WebSocket base URL ("ws://host:port/v1/realtime")."""
+        if self.mode == "wav":
+            self.wav_pcm = audio_gen.read_wav_24k_mono(self.wav_path)  # ValueError on other formats
+        app = web.Application()
+        app.router.add_get("/v1/realtime", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.port = port
+        self.url = f"ws://{'[' + host + ']' if ':' in host else host}:{port}/v1/realtime"
+        log.info("fake-realtime: listening on %s (mode %s, speed %gx)", self.url, self.mode, self.speed)
+        return self.url
+
+    async def stop(self) -> None:
+        """Close every session (1001) and stop listening. Safe to call twice."""
+        for s in self.sessions:
+            if not s._ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(s._ws.close(code=1001, message=b"server shutting down"), 2.0)
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def wait_for_session(self, n: int = 1, timeout: float = 5.0) -> FakeSession:
+        """Wait until ``n`` sessions have been accepted; return the n-th (1-based)."""
+        async with asyncio.timeout(timeout):
+            while len(self.sessions) < n:
+                await self._changed.wait()
+        return self.sessions[n - 1]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        auth_err = None
+        if not token:
+            auth_err = RealtimeError(None, "Missing bearer or basic authentication in header")
+        elif self.api_key is not None and token != self.api_key:
+            auth_err = RealtimeError("invalid_api_key", f"Incorrect API key provided: {token[:8]}***. You can "
+                                     "find your API key at https://platform.openai.com/account/api-keys.")
+        if auth_err is not None and not self.reject_after_upgrade:
+            body = {k: v for k, v in auth_err.body(None).items() if k != "event_id"}
+            return web.json_response({"error": body}, status=401)
+        ws = web.WebSocketResponse(compress=False, heartbeat=20.0, max_msg_size=32 * 1024 * 1024)
+        transport = request.transport
+        await ws.prepare(request)
+        model = request.query.get("model")
+        session = FakeSession(self, ws, transport, model or "gpt-realtime", len(self.sessions))
+        self.sessions.append(session)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        fatal = None
+        if auth_err is not None:
+            fatal = (auth_err, 3000)
+        elif "OpenAI-Beta" in request.headers:
+            fatal = (RealtimeError("beta_api_shape_disabled", "The Realtime Beta API is no longer supported. "
+                                   "Please use /v1/realtime for the GA API."), 4000)
+        elif not model and self.reject_after_upgrade:
+            fatal = (RealtimeError("missing_model", "You must provide a model parameter, for example "
+                                   "wss://api.openai.com/v1/realtime?model=gpt-realtime"), 4000)
+        try:
+            if fatal is None:
+                await session._run()
+            else:
+                err, code = fatal
+                await session._error(err)
+                reason = err.type + ("." + err.code if err.code else "")
+                await ws.close(code=code, message=reason.encode())
+        except Exception:
+            log.exception("fake-realtime %s: session crashed", session.id)
+        finally:
+            session.closed.set()
+        return ws
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``voiceai-ari fake-realtime`` / ``python -m voiceai_ari.fake_realtime``: serve until SIGINT/SIGTERM."""
+    ap = argparse.ArgumentParser(prog="voiceai-ari fake-realtime", description="Fake OpenAI Realtime (GA) server")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
+    ap.add_argument("--mode", choices=("tone", "echo", "wav"), default="echo")
+    ap.add_argument("--tone-hz", type=float, default=440.0)
+    ap.add_argument("--tone-seconds", type=float, default=2.0)
+    ap.add_argument("--wav", dest="wav_path", help="24 kHz mono 16-bit WAV for --mode wav")
+    ap.add_argument("--speed", type=float, default=4.0, help="times faster than real time (default 4)")
+    ap.add_argument("--api-key", help="require this bearer token (default: any)")
+    ap.add_argument("--vad-threshold-dbfs", type=float, default=-40.0)
+    ap.add_argument("--response-delay", dest="response_delay_s", type=float, default=0.0)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--log-level", default="INFO")
+    args = vars(ap.parse_args(argv))
+    logging.basicConfig(level=args.pop("log_level").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args["mode"] == "wav" and not args["wav_path"]:
+        ap.error("--mode wav needs --wav FILE")
+    try:
+        return asyncio.run(_serve(FakeRealtimeServer(**args)))
+    except (ValueError, OSError) as exc:  # bad or missing WAV file, port in use, ...
+        print(f"fake-realtime: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve(server: FakeRealtimeServer) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    url = await server.start()
+    print(url, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Conversation items and response streaming for the fake Realtime server (a mixin of
+``fake_realtime.FakeSession``).
+
+Items: ``conversation.item.create|retrieve|delete|truncate``. Truncation is checked against the audio
+actually sent for an assistant item ("Audio content of Xms is already shorter than Yms").
+
+Event order follows A.7.1: ``response.created`` -> ``rate_limits.updated`` -> ``response.output_item.added``
+-> ``conversation.item.added`` -> ``response.content_part.added`` -> N x (transcript delta, audio delta)
+-> ``response.output_audio.done`` -> ``response.output_audio_transcript.done`` -> ``response.content_part.done``
+-> ``conversation.item.done`` -> ``response.output_item.done`` -> ``response.done``. A cancelled response
+(``response.cancel`` or barge-in) still gets every "...done" event, then ``response.done`` with status
+``cancelled``. Audio chunks are 10..200 ms (seeded RNG) and paced at ``speed`` x real time against an
+absolute schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import logging
+import os
+from dataclasses import dataclass, field
+
+from .fake_realtime_schema import SERVER_ERROR_MESSAGE, RealtimeError, check_item, check_response_params, need, new_id
+
+log = logging.getLogger(__name__)
+
+RATE = 24000
+BYTES_PER_MS = RATE * 2 // 1000  # 48
+
+
+@dataclass
+class _Response:
+    id: str
+    params: dict
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""
+    task: asyncio.Task | None = None
+
+
+class ConversationMixin:
+    """Needs from the session: server, config, conversation_id, responses, _items, _item_audio_ms,
+    _last_utterance, _active, _audio_produced, _rng, _send, _error, _spawn."""
+
+    # ---- conversation items ---------------------------------------------------------------------
+    def _last_item_id(self) -> str | None:
+        return next(reversed(self._items), None)
+
+    async def _add_item(self, item: dict, prev: str | None) -> None:
+        self._items[item["id"]] = item
+        await self._send("conversation.item.added", previous_item_id=prev, item=copy.deepcopy(item))
+        await self._send("conversation.item.done", previous_item_id=prev, item=copy.deepcopy(item))
+
+    def _get_item(self, ev: dict) -> dict:
+        item_id = need(ev, "item_id", "", str, "a string")
+        if item_id not in self._items:
+            raise RealtimeError("item_not_found", f"Item with item_id '{item_id}' not found.", "item_id")
+        return self._items[item_id]
+
+    async def _on_conversation_item_create(self, ev: dict) -> None:
+        item = check_item(ev.get("item"))
+        if item["id"] in self._items:
+            raise RealtimeError("invalid_value", f"Item with id '{item['id']}' already exists.", "item.id")
+        prev = ev.get("previous_item_id", self._last_item_id())
+        if prev is not None and prev != "root" and prev not in self._items:
+            raise RealtimeError("invalid_value", f"Previous item with id '{prev}' not found.", "previous_item_id")
+        await self._add_item(item, None if prev == "root" else prev)
+
+    async def _on_conversation_item_retrieve(self, ev: dict) -> None:
+        await self._send("conversation.item.retrieved", item=copy.deepcopy(self._get_item(ev)))
+
+    async def _on_conversation_item_delete(self, ev: dict) -> None:
+        item = self._get_item(ev)
+        del self._items[item["id"]]
+        await self._send("conversation.item.deleted", item_id=item["id"])
+
+    async def _on_conversation_item_truncate(self, ev: dict) -> None:
+        idx = need(ev, "content_index", "", int, "an integer")
+        end_ms = need(ev, "audio_end_ms", "", int, "an integer")
+        item = self._get_item(ev)
+        if item.get("role") != "assistant" or item["id"] not in self._item_audio_ms:
+            raise RealtimeError("invalid_value", "Only assistant messages with audio content can be truncated.",
+                                "item_id")
+        if idx != 0:
+            raise RealtimeError("invalid_value", f"Invalid 'content_index': item has no content part {idx}.",
+                                "content_index")
+        have = self._item_audio_ms[item["id"]]
+        if end_ms < 0 or end_ms > have:
+            raise RealtimeError("invalid_value", f"Audio content of {int(have)}ms is already shorter than "
+                                f"{end_ms}ms", "audio_end_ms")
+        self._item_audio_ms[item["id"]] = float(end_ms)
+        await self._send("conversation.item.truncated", item_id=item["id"], content_index=idx, audio_end_ms=end_ms)
+
+    # ---- responses ------------------------------------------------------------------------------
+    async def _on_response_create(self, ev: dict) -> None:
+        params = check_response_params(ev.get("response"))
+        if self._active is not None:
+            raise RealtimeError("conversation_already_has_active_response", "Conversation already has an active "
+                                f"response in progress: {self._active.id}. Wait until the response is finished "
+                                "before creating a new one.")
+        self._start_response(params)
+
+    async def _on_response_cancel(self, ev: dict) -> None:
+        rid = ev.get("response_id")
+        if self._active is None or (rid is not None and rid != self._active.id):
+            raise RealtimeError("response_cancel_not_active", "Cancellation failed: no active response found")
+        await self._cancel_response("client_cancelled")
+
+    def _start_response(self, params: dict) -> None:
+        r = _Response(new_id("resp"), params)
+        self._active = r
+        r.task = self._spawn(self._run_response(r))
+
+    async def _cancel_response(self, reason: str) -> None:
+        r = self._active
+        if r is None or r.task is None:
+            return
+        r.reason = reason
+        r.cancel.set()
+        await asyncio.wait({r.task})  # it sends the "...done" events and response.done (cancelled)
+
+    async def _run_response(self, r: _Response) -> None:
+        try:
+            await self._stream_response(r)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("fake-realtime %s: response %s failed", self.id, r.id)
+            await self._error(RealtimeError(None, SERVER_ERROR_MESSAGE, type_="server_error"))
+        finally:
+            if self._active is r:
+                self._active = None
+
+    def _content(self) -> tuple[bytes, str]:
+        """(audio, transcript) of the next response; echo falls back to the tone until a turn is committed."""
+        srv = self.server
+        if srv.mode == "echo" and self._last_utterance:
+            return self._last_utterance, "(echo)"
+        if srv.mode == "wav":
+            return srv.wav_pcm, f"({os.path.basename(srv.wav_path)})"
+        return srv.tone_pcm, f"(tone {srv.tone_hz:g} Hz)"
+
+    def _pieces(self, text: str) -> list[str]:
+        k = min(len(text), self._rng.randint(2, 4))
+        cuts = sorted(self._rng.sample(range(1, len(text)), k - 1)) if k > 1 else []
+        return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+
+    def _chunks(self, pcm: bytes) -> list[bytes]:
+        out, pos = [], 0
+        while pos < len(pcm):
+            n = 2 * self._rng.randint(RATE // 100, RATE // 5)  # 10..200 ms, whole samples
+            out.append(pcm[pos:pos + n])
+            pos += n
+        return out
+
+    async def _until(self, r: _Response, deadline: float) -> bool:
+        """Sleep until loop time ``deadline``; True as soon as the response is cancelled."""
+        delay = deadline - asyncio.get_running_loop().time()
+        if r.cancel.is_set() or delay <= 0:
+            await asyncio.sleep(0)
+            return r.cancel.is_set()
+        try:
+            await asyncio.wait_for(r.cancel.wait(), delay)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _stream_response(self, r: _Response) -> None:
+        cfg, p = self.config, r.params
+        modality = (p.get("output_modalities") or cfg["output_modalities"])[0]
+        out_audio = copy.deepcopy(cfg["audio"]["output"])
+        out_audio.update(p.get("audio", {}).get("output", {}))
+        in_conv = p.get("conversation", "auto") != "none"
+        resp = {"object": "realtime.response", "id": r.id, "status": "in_progress", "status_details": None,
+                "output": [], "conversation_id": self.conversation_id if in_conv else None,
+                "output_modalities": [modality], "max_output_tokens": p.get("max_output_tokens",
+                                                                           cfg["max_output_tokens"]),
+                "audio": {"output": {"format": out_audio["format"], "voice": out_audio["voice"]}},
+                "usage": None, "metadata": p.get("metadata")}
+        await self._send("response.created", response=copy.deepcopy(resp))
+        await self._send("rate_limits.updated", rate_limits=[
+            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+            {"name": "tokens", "limit": 40000, "remaining": 35000, "reset_seconds": 7.5}])
+        item_id = new_id("item")
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
+                "role": "assistant", "content": []}
+        ids = {"response_id": r.id, "item_id": item_id, "output_index": 0}
+        prev = self._last_item_id()
+        await self._send("response.output_item.added", response_id=r.id, output_index=0, item=copy.deepcopy(item))
+        if in_conv:
+            self._items[item_id] = item
+            await self._send("conversation.item.added", previous_item_id=prev, item=copy.deepcopy(item))
+        pcm, text = self._content()
+        is_audio = modality == "audio"
+        kind, key = ("audio", "transcript") if is_audio else ("text", "text")
+        await self._send("response.content_part.added", **ids, content_index=0, part={"type": kind, key: ""})
+        pieces = self._pieces(text)
+        chunks = self._chunks(pcm) if is_audio else [b""] * len(pieces)
+        sent_text, sent_bytes = "", 0
+        if is_audio:
+            self._item_audio_ms[item_id] = 0.0
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() + self.server.response_delay_s
+        speed = max(self.server.speed, 1e-6)
+        cancelled = False
+        for i, chunk in enumerate(chunks):
+            due = t0 + (sent_bytes / BYTES_PER_MS / 1000 if is_audio else i * 0.02) / speed
+            if await self._until(r, due):
+                cancelled = True
+                break
+            if i < len(pieces):
+                sent_text += pieces[i]
+                await self._send("response.output_audio_transcript.delta" if is_audio
+                                 else "response.output_text.delta", **ids, content_index=0, delta=pieces[i])
+            if is_audio:
+                await self._send("response.output_audio.delta", **ids, content_index=0,
+                                 delta=base64.b64encode(chunk).decode("ascii"))
+                sent_bytes += len(chunk)
+                self._item_audio_ms[item_id] = sent_bytes / BYTES_PER_MS
+                self._audio_produced = True
+        if not cancelled and (r.cancel.is_set() or await self._until(r, t0 + sent_bytes / BYTES_PER_MS / 1000
+                                                                     / speed)):
+            cancelled = True
+        if not cancelled:
+            for piece in pieces[len(chunks):]:
+                sent_text += piece
+                await self._send("response.output_audio_transcript.delta", **ids, content_index=0, delta=piece)
+        if is_audio:
+            await self._send("response.output_audio.done", **ids, content_index=0)
+            await self._send("response.output_audio_transcript.done", **ids, content_index=0, transcript=sent_text)
+        else:
+            await self._send("response.output_text.done", **ids, content_index=0, text=sent_text)
+        await self._send("response.content_part.done", **ids, content_index=0, part={"type": kind, key: sent_text})
+        item["status"] = "incomplete" if cancelled else "completed"
+        item["content"] = [{"type": "output_" + kind, key: sent_text}]
+        if in_conv:
+            await self._send("conversation.item.done", previous_item_id=prev, item=copy.deepcopy(item))
+        await self._send("response.output_item.done", response_id=r.id, output_index=0, item=copy.deepcopy(item))
+        in_tokens = 120 + len(self._last_utterance or b"") // (BYTES_PER_MS * 100)
+        out_audio_tok, out_text_tok = int(sent_bytes / BYTES_PER_MS / 50), max(1, len(sent_text) // 4)
+        resp.update(status="cancelled" if cancelled else "completed", output=[copy.deepcopy(item)],
+                    status_details={"type": "cancelled", "reason": r.reason} if cancelled else None,
+                    usage={"total_tokens": in_tokens + out_audio_tok + out_text_tok, "input_tokens": in_tokens,
+                           "output_tokens": out_audio_tok + out_text_tok,
+                           "input_token_details": {"text_tokens": 120, "audio_tokens": in_tokens - 120,
+                                                   "image_tokens": 0, "cached_tokens": 0, "cached_tokens_details":
+                                                   {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
+                           "output_token_details": {"text_tokens": out_text_tok, "audio_tokens": out_audio_tok}})
+        if self._active is r:
+            self._active = None
+        self.responses.append(resp)
+        await self._send("response.done", response=copy.deepcopy(resp))
