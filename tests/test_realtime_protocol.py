@@ -1,0 +1,105 @@
+"""RealtimeProtocol: GA client events out, provider-neutral events in, barge-in arithmetic. No I/O."""
+
+import base64
+import json
+
+from voiceai_ari.model import (AudioDelta, AudioDone, ModelError, ResponseDone, SessionReady, SpeechStarted,
+                               Transcript)
+from voiceai_ari.realtime import RealtimeProtocol, SessionConfig
+
+
+def proto(**kw):
+    return RealtimeProtocol(SessionConfig(**kw))
+
+
+def ev(**fields):
+    return json.dumps(fields)
+
+
+def delta(item, nbytes):
+    return ev(type="response.output_audio.delta", response_id="resp_1", item_id=item, output_index=0,
+              content_index=0, delta=base64.b64encode(bytes(nbytes)).decode())
+
+
+def test_session_update_is_ga_shaped():
+    p = proto(instructions="be brief", voice="cedar", vad_threshold=0.6, vad_prefix_padding_ms=200,
+              vad_silence_ms=700, transcription_model="gpt-4o-mini-transcribe")
+    msg = json.loads(p.session_update())
+    assert msg["type"] == "session.update"
+    s = msg["session"]
+    assert s["type"] == "realtime"
+    assert s["output_modalities"] == ["audio"]
+    assert s["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert s["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert s["audio"]["output"]["voice"] == "cedar"
+    td = s["audio"]["input"]["turn_detection"]
+    assert td == {"type": "server_vad", "threshold": 0.6, "prefix_padding_ms": 200, "silence_duration_ms": 700,
+                  "create_response": True, "interrupt_response": True}
+    assert s["audio"]["input"]["transcription"] == {"model": "gpt-4o-mini-transcribe"}
+    for beta in ("modalities", "input_audio_format", "voice", "turn_detection"):
+        assert beta not in s
+
+
+def test_append_audio_is_valid_json_with_base64():
+    pcm = bytes(range(256)) * 3
+    msg = json.loads(RealtimeProtocol.append_audio(pcm))
+    assert msg == {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+
+
+def test_audio_flow_and_accounting():
+    p = proto()
+    assert p.receive(ev(type="session.created", session={"id": "sess_1"})) == []
+    assert p.receive(ev(type="session.updated", session={})) == [SessionReady("sess_1")]
+    p.receive(ev(type="response.created", response={"id": "resp_1"}))
+    assert p.response_active
+    out = p.receive(delta("item_1", 4800))
+    assert out == [AudioDelta("item_1", bytes(4800))]
+    p.receive(delta("item_1", 960))
+    assert p.audio_ms["item_1"] == 120
+    assert p.receive(ev(type="response.output_audio.done", item_id="item_1")) == [AudioDone("item_1")]
+    assert p.receive(ev(type="response.output_audio_transcript.done", item_id="item_1",
+                        transcript="hello")) == [Transcript("bot", "hello", "item_1")]
+    assert p.receive(ev(type="response.done", response={"status": "completed", "status_details": None})) == [
+        ResponseDone("completed", None)]
+    assert not p.response_active
+
+
+def test_truncate_never_exceeds_received_audio():
+    p = proto()
+    p.receive(delta("item_1", 48 * 500))            # 500 ms received
+    [msg] = p.interrupt("item_1", 800)              # claims more than was received
+    t = json.loads(msg)
+    assert t["type"] == "conversation.item.truncate"
+    assert (t["item_id"], t["content_index"], t["audio_end_ms"]) == ("item_1", 0, 500)
+    [msg] = p.interrupt("item_1", 120)
+    assert json.loads(msg)["audio_end_ms"] == 120
+
+
+def test_no_truncate_when_fully_heard_or_unknown():
+    p = proto()
+    p.receive(delta("item_1", 48 * 200))
+    p.receive(ev(type="response.output_audio.done", item_id="item_1"))
+    assert p.interrupt("item_1", 200) == []
+    assert p.interrupt("nope", 100) == []
+    assert p.interrupt(None, 0) == []
+
+
+def test_errors_and_bad_input():
+    p = proto()
+    [e] = p.receive(ev(type="error", error={"type": "invalid_request_error", "code": "unknown_parameter",
+                                            "message": "x"}))
+    assert e == ModelError("unknown_parameter", "x", False)
+    [e] = p.receive(ev(type="error", error={"type": "invalid_request_error", "code": "session_expired",
+                                            "message": "Your session hit the maximum duration of 60 minutes."}))
+    assert e.fatal
+    assert p.receive(ev(type="error", error={"code": "response_cancel_not_active", "message": "m"})) == []
+    assert p.receive("not json") == [] and p.receive(ev(no_type=1)) == []
+    assert p.receive(ev(type="response.output_audio.delta", item_id="i", delta="@@notbase64@@")) == []
+    assert p.bad_events == 3
+    assert p.receive(ev(type="some.future.event", x=1)) == []
+
+
+def test_speech_started():
+    p = proto()
+    assert p.receive(ev(type="input_audio_buffer.speech_started", audio_start_ms=10, item_id="u1")) == [
+        SpeechStarted("u1")]

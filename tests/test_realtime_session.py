@@ -1,0 +1,108 @@
+"""RealtimeSession (websockets client) against the fake Realtime server over loopback."""
+
+import asyncio
+
+import pytest
+
+from voiceai_ari.audio_gen import dominant_frequency, silence, tone
+from voiceai_ari.fake_realtime import FakeRealtimeServer
+from voiceai_ari.model import (AudioDelta, AudioDone, ModelClosed, ModelError, ResponseDone, SessionReady,
+                               SpeechStarted)
+from voiceai_ari.realtime import RealtimeSession, SessionConfig
+
+
+@pytest.fixture
+async def fake():
+    server = FakeRealtimeServer(mode="tone", tone_hz=440, tone_seconds=1.0, speed=20, seed=1, api_key="sk-test")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def feed(session, pcm, chunk=960):
+    for i in range(0, len(pcm), chunk):
+        session.send_audio(pcm[i:i + chunk])
+
+
+async def collect(session, until, timeout=10):
+    out = []
+
+    async def run():
+        async for ev in session.events():
+            out.append(ev)
+            if until(ev):
+                return
+    await asyncio.wait_for(run(), timeout)
+    return out
+
+
+async def test_turn_gives_paced_audio_back(fake):
+    s = RealtimeSession(fake.url, "sk-test", SessionConfig(instructions="x", vad_silence_ms=300))
+    await s.start()
+    try:
+        fs = await fake.wait_for_session()
+        feed(s, tone(1000, 0.6, 24000) + silence(0.8, 24000))
+        evs = await collect(s, lambda e: isinstance(e, ResponseDone))
+        assert isinstance(evs[0], SessionReady) and evs[0].session_id == fs.id
+        assert fs.config["instructions"] == "x"
+        assert fs.config["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 300
+        audio = b"".join(e.pcm for e in evs if isinstance(e, AudioDelta))
+        assert len(audio) == 48000  # 1.0 s at 24 kHz, 16-bit
+        assert abs(dominant_frequency(audio, 24000) - 440) < 5
+        assert any(isinstance(e, AudioDone) for e in evs)
+        assert evs[-1] == ResponseDone("completed", None)
+        assert abs(dominant_frequency(bytes(fs.audio[:24000]), 24000) - 1000) < 5
+        assert not [e for e in fs.received if e["type"] == "error"]
+    finally:
+        await s.close()
+
+
+async def test_barge_in_truncates_what_was_played(fake):
+    fake_long = FakeRealtimeServer(mode="tone", tone_hz=440, tone_seconds=8.0, speed=4, seed=2)
+    await fake_long.start()
+    s = RealtimeSession(fake_long.url, "k", SessionConfig(vad_silence_ms=200))
+    await s.start()
+    try:
+        fs = await fake_long.wait_for_session()
+        feed(s, tone(1000, 0.4, 24000) + silence(0.4, 24000))
+        evs = await collect(s, lambda e: isinstance(e, AudioDelta) and s.proto.audio_ms[e.item_id] > 600)
+        item = next(e.item_id for e in evs if isinstance(e, AudioDelta))
+        feed(s, tone(800, 0.3, 24000))   # the caller talks over the bot
+        evs = await collect(s, lambda e: isinstance(e, SpeechStarted))
+        s.interrupt(item, 250)             # the caller heard 250 ms
+        t = await fs.wait_for("conversation.item.truncate")
+        assert (t["item_id"], t["content_index"], t["audio_end_ms"]) == (item, 0, 250)
+        evs = await collect(s, lambda e: isinstance(e, ResponseDone))
+        assert evs[-1] == ResponseDone("cancelled", "turn_detected")
+        assert not fs.events_of("response.cancel")  # the server cancelled by itself
+    finally:
+        await s.close()
+        await fake_long.stop()
+
+
+async def test_expired_session_is_fatal_then_closed(fake):
+    s = RealtimeSession(fake.url, "sk-test", SessionConfig())
+    await s.start()
+    fs = await fake.wait_for_session()
+    fs.expire()
+    evs = await collect(s, lambda e: isinstance(e, ModelClosed))
+    errs = [e for e in evs if isinstance(e, ModelError)]
+    assert errs and errs[0].code == "session_expired" and errs[0].fatal
+    await s.close()
+
+
+async def test_dropped_socket_ends_the_event_stream(fake):
+    s = RealtimeSession(fake.url, "sk-test", SessionConfig())
+    await s.start()
+    fs = await fake.wait_for_session()
+    fs.drop()
+    evs = await collect(s, lambda e: isinstance(e, ModelClosed))
+    assert "connection lost" in evs[-1].reason
+    await s.close()
+
+
+async def test_wrong_key_fails_to_start(fake):
+    s = RealtimeSession(fake.url, "wrong", SessionConfig())
+    with pytest.raises(Exception) as exc:
+        await s.start()
+    assert "401" in str(exc.value)

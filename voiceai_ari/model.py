@@ -1,0 +1,88 @@
+"""The narrow interface between a call and a speech-to-speech model provider.
+
+A `Call` only ever talks to a `ModelSession`: it feeds caller audio (24 kHz PCM16 LE), reads provider-neutral
+`ModelEvent`s, and reports a barge-in. OpenAI Realtime GA lives in `realtime.py`; another provider (Gemini
+Live, ...) is one more module implementing the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, Union
+
+MODEL_RATE = 24000  # Hz, PCM16 LE mono, both directions
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReady:
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDelta:
+    item_id: str
+    pcm: bytes  # 24 kHz PCM16 LE
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    role: Literal["caller", "bot"]
+    text: str
+    item_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelError:
+    code: str
+    message: str
+    fatal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModelClosed:
+    reason: str
+
+
+ModelEvent = Union[SessionReady, AudioDelta, AudioDone, SpeechStarted, SpeechStopped, Transcript,
+                   ResponseDone, ModelError, ModelClosed]
+
+
+class ModelSession(Protocol):
+    """One conversation with a model, for the life of one call."""
+
+    async def start(self) -> None:
+        """Connect and configure the session. Raises on failure to connect."""
+
+    def send_audio(self, pcm: bytes) -> None:
+        """Queue caller audio (24 kHz PCM16 LE). Never blocks."""
+
+    def interrupt(self, item_id: str | None, played_ms: int) -> None:
+        """The caller barged in: the bot's item `item_id` was heard up to `played_ms`."""
+
+    def events(self) -> AsyncIterator[ModelEvent]:
+        """Events until the session ends; the last one is ModelClosed."""
+
+    async def close(self) -> None:
+        """Close the connection; idempotent."""

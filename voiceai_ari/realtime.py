@@ -1,0 +1,275 @@
+"""OpenAI Realtime API (GA only) as a `ModelSession`.
+
+Two layers, like websockets' protocol/connection split:
+- `RealtimeProtocol`: the conversation state, sans I/O. It builds client events (JSON text) and turns server
+  events (JSON text) into provider-neutral `ModelEvent`s. It tracks the active response and how much audio
+  each assistant item has delivered, so a barge-in truncates at a point the server will accept.
+- `RealtimeSession`: the asyncio adapter over a `websockets` client. It only moves text.
+
+The beta API is shut down: no `OpenAI-Beta` header, `session.type` is always sent, GA event names only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import websockets
+from pydantic import BaseModel, ConfigDict, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+
+from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelEvent, ResponseDone,
+                    SessionReady, SpeechStarted, SpeechStopped, Transcript)
+
+log = logging.getLogger("voiceai.realtime")
+
+# error codes after which the session cannot go on (the socket closes or every request will fail)
+FATAL_CODES = frozenset({"invalid_api_key", "model_not_found", "session_expired", "beta_api_shape_disabled",
+                         "insufficient_quota", "invalid_session", "authentication_error"})
+BYTES_PER_MS = 48  # 24 kHz * 2 bytes
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What goes into `session.update`; built from Settings by the app."""
+    model: str = "gpt-realtime"
+    instructions: str = ""
+    voice: str = "marin"
+    vad_threshold: float = 0.5
+    vad_prefix_padding_ms: int = 300
+    vad_silence_ms: int = 500
+    transcription_model: str = ""
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+    def session(self) -> dict[str, Any]:
+        audio_in: dict[str, Any] = {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "turn_detection": {
+                "type": "server_vad", "threshold": self.vad_threshold,
+                "prefix_padding_ms": self.vad_prefix_padding_ms,
+                "silence_duration_ms": self.vad_silence_ms,
+                "create_response": True, "interrupt_response": True,
+            },
+        }
+        if self.transcription_model:
+            audio_in["transcription"] = {"model": self.transcription_model}
+        return {
+            "type": "realtime",
+            "output_modalities": ["audio"],
+            "instructions": self.instructions,
+            "audio": {"input": audio_in,
+                      "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice}},
+            "tools": self.tools,
+        }
+
+
+class _ServerEvent(BaseModel):
+    """The fields of GA server events that the protocol reads (everything else is ignored)."""
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    delta: str | None = None
+    item_id: str | None = None
+    response_id: str | None = None
+    transcript: str | None = None
+    session: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    audio_end_ms: int | None = None
+
+
+class RealtimeProtocol:
+    """Sans-I/O GA conversation state for one session."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.config = config
+        self.session_id: str | None = None
+        self.response_active = False
+        self.audio_ms: dict[str, int] = {}       # assistant item -> ms of audio received
+        self._audio_bytes: dict[str, int] = {}
+        self.done_items: set[str] = set()         # items whose audio is complete
+        self.bad_events = 0
+        self._seq = 0
+
+    # --- client events -----------------------------------------------------------------------------------
+    def _event_id(self) -> str:
+        self._seq += 1
+        return f"evt_va_{self._seq}"
+
+    def session_update(self) -> str:
+        return json.dumps({"type": "session.update", "event_id": self._event_id(),
+                           "session": self.config.session()})
+
+    @staticmethod
+    def append_audio(pcm: bytes) -> str:
+        # a template, not json.dumps: this runs for every 20 ms of caller audio
+        return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(pcm).decode() + '"}'
+
+    def interrupt(self, item_id: str | None, played_ms: int) -> list[str]:
+        """Client events for a barge-in: truncate what was not heard; cancel only if the server won't.
+
+        audio_end_ms never exceeds what the server sent for the item (it rejects that), and nothing is
+        truncated when the item was already heard in full.
+        """
+        out: list[str] = []
+        if item_id is not None and item_id in self.audio_ms:
+            end = min(max(played_ms, 0), self.audio_ms[item_id])
+            if not (item_id in self.done_items and end >= self.audio_ms[item_id]):
+                out.append(json.dumps({"type": "conversation.item.truncate", "event_id": self._event_id(),
+                                       "item_id": item_id, "content_index": 0, "audio_end_ms": end}))
+        # server_vad with interrupt_response=true cancels by itself (A.10); our session always sets it
+        return out
+
+    # --- server events -----------------------------------------------------------------------------------
+    def receive(self, text: str | bytes) -> list[ModelEvent]:
+        try:
+            ev = _ServerEvent.model_validate_json(text)
+        except ValidationError:
+            self.bad_events += 1
+            log.warning("! model event not understood, skipped (%d so far)", self.bad_events)
+            return []
+        handler = getattr(self, "on_" + ev.type.replace(".", "_"), None)
+        if handler is None:
+            return []
+        return handler(ev)
+
+    def on_response_output_audio_delta(self, ev: _ServerEvent) -> list[ModelEvent]:
+        if not ev.delta or not ev.item_id:
+            return []
+        try:
+            pcm = base64.b64decode(ev.delta, validate=True)
+        except ValueError:
+            self.bad_events += 1
+            return []
+        n = self._audio_bytes.get(ev.item_id, 0) + len(pcm)
+        self._audio_bytes[ev.item_id] = n
+        self.audio_ms[ev.item_id] = n // BYTES_PER_MS
+        return [AudioDelta(ev.item_id, pcm)]
+
+    def on_response_output_audio_done(self, ev: _ServerEvent) -> list[ModelEvent]:
+        if not ev.item_id:
+            return []
+        self.done_items.add(ev.item_id)
+        return [AudioDone(ev.item_id)]
+
+    def on_session_created(self, ev: _ServerEvent) -> list[ModelEvent]:
+        self.session_id = str((ev.session or {}).get("id", ""))
+        return []
+
+    def on_session_updated(self, ev: _ServerEvent) -> list[ModelEvent]:
+        return [SessionReady(self.session_id or "")]
+
+    def on_input_audio_buffer_speech_started(self, ev: _ServerEvent) -> list[ModelEvent]:
+        return [SpeechStarted(ev.item_id)]
+
+    def on_input_audio_buffer_speech_stopped(self, ev: _ServerEvent) -> list[ModelEvent]:
+        return [SpeechStopped(ev.item_id)]
+
+    def on_response_created(self, ev: _ServerEvent) -> list[ModelEvent]:
+        self.response_active = True
+        return []
+
+    def on_response_done(self, ev: _ServerEvent) -> list[ModelEvent]:
+        self.response_active = False
+        r = ev.response or {}
+        details = r.get("status_details") or {}
+        return [ResponseDone(str(r.get("status", "")), details.get("reason"))]
+
+    def on_response_output_audio_transcript_done(self, ev: _ServerEvent) -> list[ModelEvent]:
+        return [Transcript("bot", ev.transcript or "", ev.item_id)]
+
+    def on_conversation_item_input_audio_transcription_completed(self, ev: _ServerEvent) -> list[ModelEvent]:
+        return [Transcript("caller", ev.transcript or "", ev.item_id)]
+
+    def on_error(self, ev: _ServerEvent) -> list[ModelEvent]:
+        err = ev.error or {}
+        code = str(err.get("code") or err.get("type") or "unknown")
+        if code == "response_cancel_not_active":  # a normal race after barge-in
+            log.debug("< error %s (harmless)", code)
+            return []
+        return [ModelError(code, str(err.get("message", "")), code in FATAL_CODES)]
+
+
+class RealtimeSession:
+    """`ModelSession` over a real (or fake) Realtime GA WebSocket."""
+
+    def __init__(self, url: str, api_key: str, config: SessionConfig, *, connect_timeout: float = 10.0,
+                 max_queue: int = 500) -> None:
+        sep = "&" if "?" in url else "?"
+        self.url = f"{url}{sep}{urlencode({'model': config.model})}"
+        self._api_key = api_key
+        self.proto = RealtimeProtocol(config)
+        self._connect_timeout = connect_timeout
+        self._ws: ClientConnection | None = None
+        self._out: asyncio.Queue[str] = asyncio.Queue(max_queue)
+        self._sender: asyncio.Task[None] | None = None
+        self.dropped_audio = 0
+
+    @property
+    def session_id(self) -> str | None:
+        return self.proto.session_id
+
+    async def start(self) -> None:
+        self._ws = await asyncio.wait_for(connect(
+            self.url, additional_headers={"Authorization": f"Bearer {self._api_key}"},
+            compression=None, max_size=16 * 2**20, proxy=None, ping_interval=20, ping_timeout=20,
+            open_timeout=self._connect_timeout), self._connect_timeout)
+        await self._ws.send(self.proto.session_update())
+        self._sender = asyncio.create_task(self._send_loop(), name="realtime-send")
+
+    def send_audio(self, pcm: bytes) -> None:
+        self._put(self.proto.append_audio(pcm), audio=True)
+
+    def interrupt(self, item_id: str | None, played_ms: int) -> None:
+        for msg in self.proto.interrupt(item_id, played_ms):
+            self._put(msg)
+
+    def _put(self, msg: str, audio: bool = False) -> None:
+        try:
+            self._out.put_nowait(msg)
+        except asyncio.QueueFull:
+            # the model is not reading: shed the oldest audio rather than grow without bound
+            if audio:
+                self.dropped_audio += 1
+                return
+            self._out.get_nowait()
+            self.dropped_audio += 1
+            self._out.put_nowait(msg)
+
+    async def _send_loop(self) -> None:
+        assert self._ws is not None
+        try:
+            while True:
+                await self._ws.send(await self._out.get())
+        except websockets.ConnectionClosed:
+            pass
+
+    async def events(self) -> AsyncIterator[ModelEvent]:
+        assert self._ws is not None
+        reason = "closed"
+        try:
+            async for text in self._ws:
+                for ev in self.proto.receive(text):
+                    yield ev
+        except websockets.ConnectionClosed as exc:
+            reason = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+        else:
+            rc = self._ws.close_code
+            reason = f"closed by server ({rc})" if rc is not None else "closed"
+        yield ModelClosed(reason)
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            try:
+                await self._sender
+            except asyncio.CancelledError:
+                pass
+            self._sender = None
+        if self._ws is not None:
+            await self._ws.close()
