@@ -1,0 +1,79 @@
+"""Command line: `voiceai-ari run` (serve calls) and `voiceai-ari fake-realtime` (the offline model)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("voiceai")
+
+OFFLINE_BANNER = ("OPENAI_API_KEY is not set: serving calls with the OFFLINE DEMO MODEL "
+                  "(an embedded fake Realtime server in echo mode: the bot repeats what the caller said).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voiceai-ari", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="serve calls from the Stasis app (reads VOICEAI_* settings)")
+    sub.add_parser("fake-realtime", help="run the fake Realtime server", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "fake-realtime":
+        from . import fake_realtime
+        return fake_realtime.main(rest) or 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"voiceai-ari: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    from .app import VoiceAiApp
+    from .realtime import RealtimeSession, SessionConfig
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    fake = None
+    url = settings.realtime_url
+    if settings.offline_demo:
+        from .fake_realtime import FakeRealtimeServer
+        fake = FakeRealtimeServer(mode="echo", host="127.0.0.1", port=0)
+        url = await fake.start()
+        api_key = "offline-demo"
+        log.warning(OFFLINE_BANNER)
+    else:
+        assert settings.openai_api_key is not None
+        api_key = settings.openai_api_key.get_secret_value()
+    config = SessionConfig(
+        model=settings.model, instructions=settings.instructions, voice=settings.voice,
+        vad_threshold=settings.vad_threshold, vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
+        vad_silence_ms=settings.vad_silence_ms,
+        transcription_model="" if settings.offline_demo else settings.transcription_model)
+    app = VoiceAiApp(settings, lambda: RealtimeSession(url, api_key, config))
+    log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls",
+             settings.ari_url, settings.ari_app, settings.model, url.split("?")[0], settings.rtp_host,
+             settings.rtp_ports, settings.rtp_bind, settings.max_calls)
+    try:
+        await app.run(stop)
+    finally:
+        if fake is not None:
+            await fake.stop()
+    log.info("= stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

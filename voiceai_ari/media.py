@@ -1,0 +1,234 @@
+"""Media transports: how a call's audio gets between Asterisk and the bot.
+
+`MediaTransport` is the narrow interface a `Call` uses; `RtpMedia` implements it for ARI externalMedia over
+RTP/UDP (slin16 PT 118 big-endian in; G.722 PT 9, or L16 8 kHz PT 11, out). Another transport (ulaw
+passthrough, Asterisk's WebSocket channel) is one more class with the same five methods.
+
+The asyncio parts here only move bytes between the socket, the loop's clock and the sans-I/O cores:
+`InboundFilter` (rtp.py), `StreamResampler` (resample.py), `Playout`/`PacingClock` (playout.py) and the
+return-path encoder (codec.py). The hot path runs once per 20 ms per direction and logs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .codec import make_encoder
+from .model import MODEL_RATE
+from .playout import PacingClock, Playout
+from .resample import StreamResampler
+from .rtp import InboundFilter, RtpSender
+
+log = logging.getLogger("voiceai.media")
+
+CALLER_RATE = 16000          # slin16 from Asterisk
+INBOUND_PT = 118             # Asterisk's dynamic PT for slin16 (sending it back is silently dropped)
+UPLINK_FILL_AFTER = 0.060    # s without caller RTP before silence is fed to the model (simple_bridge gaps)
+
+
+class MediaTransport(Protocol):
+    """What a Call needs from a media path. Audio in and out is 24 kHz PCM16 LE (the model's format)."""
+
+    on_audio: Callable[[bytes], None] | None
+
+    @property
+    def external_host(self) -> str:
+        """host:port that Asterisk should send the call's media to."""
+
+    def set_remote(self, host: str, port: int) -> None:
+        """Where Asterisk receives (UNICASTRTP_LOCAL_ADDRESS/PORT); starts the outbound clock."""
+
+    def play(self, pcm: bytes, item_id: str | None) -> None:
+        """Queue model audio for paced playout. Never drops audio."""
+
+    def end_item(self) -> None:
+        """The current model item has no more audio: flush its tail."""
+
+    def interrupt(self) -> tuple[str | None, int]:
+        """Barge-in: stop at once, drop what is queued, return (item_id, ms of it actually sent)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for logs and the control API."""
+
+    async def close(self) -> None:
+        """Stop the clock and release the socket; idempotent."""
+
+
+class PortPool:
+    """The configured UDP port range, handed out round-robin; a port is in use until released."""
+
+    def __init__(self, ports: range) -> None:
+        self._ports = ports
+        self._free = list(ports)
+        self._used: set[int] = set()
+
+    def take(self) -> int:
+        if not self._free:
+            raise RuntimeError(f"no free RTP port in {self._ports.start}-{self._ports.stop - 1}")
+        port = self._free.pop(0)
+        self._used.add(port)
+        return port
+
+    def release(self, port: int) -> None:
+        if port in self._used:
+            self._used.remove(port)
+            self._free.append(port)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+
+class RtpMedia(asyncio.DatagramProtocol):
+    """ARI externalMedia over RTP/UDP for one call."""
+
+    def __init__(self, *, bind_host: str, advertise_host: str, pool: PortPool,
+                 return_codec: str = "g722") -> None:
+        self._bind_host, self._advertise_host, self._pool = bind_host, advertise_host, pool
+        self.port = 0
+        self.on_audio: Callable[[bytes], None] | None = None
+        self.filter = InboundFilter(payload_type=INBOUND_PT, payload_bytes=640)
+        self._up = StreamResampler(CALLER_RATE, MODEL_RATE)
+        self.encoder = make_encoder(return_codec)
+        fmt = self.encoder.fmt
+        self._down = StreamResampler(MODEL_RATE, fmt.sample_rate)
+        self.playout = Playout(fmt.sample_rate)
+        self._silence = bytes(fmt.sample_rate // 50 * 2)
+        self._uplink_silence = bytes(MODEL_RATE // 50 * 2)
+        self.sender = RtpSender(fmt.payload_type, fmt.ts_step)
+        self.clock = PacingClock(0.020)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._remote: tuple[str, int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._last_rx = 0.0
+        self.uplink_fill_frames = 0
+        self.socket_errors = 0
+        self._item: str | None = None      # model item whose audio is being queued
+        self._muted: set[str] = set()      # items cut off by a barge-in: late deltas are discarded
+        self.closed = False
+
+    # --- set-up ------------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Bind a port from the pool (skipping ports something else holds).
+
+        The advertised host is resolved here: Asterisk's chan_rtp resolves `external_host` with its own
+        DNS lookup, which ignores /etc/hosts, so a name such as a compose service must become an address.
+        """
+        infos = await self._loop.getaddrinfo(self._advertise_host, None, family=socket.AF_INET,
+                                             type=socket.SOCK_DGRAM)
+        self._advertise_host = infos[0][4][0]
+        for _ in range(len(self._pool._ports)):
+            port = self._pool.take()
+            try:
+                self._transport, _ = await self._loop.create_datagram_endpoint(
+                    lambda: self, local_addr=(self._bind_host, port), family=socket.AF_INET)
+                self.port = port
+                return
+            except OSError as exc:
+                self._pool.release(port)
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise RuntimeError("every RTP port in the range is taken by another process")
+
+    @property
+    def external_host(self) -> str:
+        return f"{self._advertise_host}:{self.port}"
+
+    def set_remote(self, host: str, port: int) -> None:
+        self._remote = (host, port)
+        self.filter.expected_source = (host, port)
+        if self._timer is None and not self.closed:
+            now = self._loop.time()
+            self._last_rx = now
+            self.clock.start(now)
+            self._timer = self._loop.call_at(self.clock.next_deadline(), self._tick)
+
+    # --- inbound: Asterisk -> model ----------------------------------------------------------------------
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:  # type: ignore[override]
+        payload = self.filter.accept(data, (addr[0], addr[1]))
+        if payload is None:
+            return
+        self._last_rx = self._loop.time()
+        pcm = self._up.process(payload, big_endian=True)
+        if pcm and self.on_audio is not None:
+            self.on_audio(pcm)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable while Asterisk's side is not up yet, etc.: not fatal for the call
+        self.socket_errors += 1
+
+    # --- outbound: model -> Asterisk ---------------------------------------------------------------------
+    def play(self, pcm: bytes, item_id: str | None) -> None:
+        if item_id in self._muted:
+            return
+        self._item = item_id
+        out = self._down.process(pcm)
+        if out:
+            self.playout.push(out, item_id)
+
+    def end_item(self) -> None:
+        if self._item in self._muted:
+            return
+        tail = self._down.flush()
+        if tail:
+            self.playout.push(tail, self._item)
+        self.playout.end_item()
+        self._down.reset()
+
+    def interrupt(self) -> tuple[str | None, int]:
+        self._down.reset()
+        item_id, played_ms = self.playout.clear()
+        if self._item is not None:
+            # the model keeps streaming the cut-off item until its cancel lands: none of it may play
+            self._muted.add(self._item)
+        return item_id, played_ms
+
+    def _tick(self) -> None:
+        """Runs at each 20 ms deadline: send what is due, feed uplink silence during caller gaps."""
+        if self.closed:
+            return
+        now = self._loop.time()
+        for _ in range(self.clock.due(now)):
+            self._send_frame()
+        if now - self._last_rx > UPLINK_FILL_AFTER and self.on_audio is not None:
+            # Asterisk's simple_bridge forwards only while the caller sends; the model's VAD still
+            # needs time to pass to see the end of a turn.
+            self.uplink_fill_frames += 1
+            self.on_audio(self._uplink_silence)
+        self._timer = self._loop.call_at(self.clock.next_deadline(), self._tick)
+
+    def _send_frame(self) -> None:
+        item = self.playout.pop()
+        if item is None:
+            payload, marker = self.encoder.encode(self._silence), False
+        else:
+            frame, marker = item
+            payload = self.encoder.encode(frame)
+        if self._transport is not None and self._remote is not None:
+            self._transport.sendto(self.sender.packet(payload, marker), self._remote)
+
+    # --- end ---------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        f = self.filter
+        return {"port": self.port, "rx_packets": f.received, "rx_accepted": f.accepted,
+                "rx_dropped": dict(f.drops), "tx_packets": self.sender.packets_sent,
+                "playout_underruns": self.playout.underruns, "clock_reanchors": self.clock.reanchors,
+                "uplink_fill_frames": self.uplink_fill_frames, "socket_errors": self.socket_errors,
+                "codec": self.encoder.fmt.name}
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        if self.port:
+            self._pool.release(self.port)
