@@ -9,6 +9,7 @@ import signal
 import sys
 
 from .config import ConfigError, Settings, load_settings
+from .logs import setup_logging
 
 log = logging.getLogger("voiceai")
 
@@ -32,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"voiceai-ari: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    secrets = [settings.ari_password.get_secret_value()]
+    if settings.openai_api_key is not None:
+        secrets.append(settings.openai_api_key.get_secret_value())
+    setup_logging(settings.log_level, secrets)
     return asyncio.run(serve(settings))
 
 

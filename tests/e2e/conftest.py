@@ -1,0 +1,111 @@
+"""Fixtures for the end-to-end tests: the real Asterisk sandbox and a real `voiceai-ari run` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from voiceai_ari.fake_realtime import FakeRealtimeServer
+
+from .caller import REPO, sipp_binary, start_sandbox
+
+E2E_KEY = "sk-e2e-test-secret-0123456789"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> None:
+    """A running Asterisk sandbox (started if needed; left running for the next test run)."""
+    if os.geteuid() != 0:
+        pytest.skip("the Asterisk sandbox needs root (debootstrap + chroot): run the e2e tests as root")
+    start_sandbox()
+    assert sipp_binary(), "scripts/asterisk-sandbox start should have installed sipp (sip-tester)"
+
+
+class Bot:
+    """`voiceai-ari run` as a child process, with its log captured to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, ports: str) -> None:
+        self.env, self.log_path, self.ports = env, log_path, ports
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "voiceai_ari", "run"], env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.log_path.parent)
+        # until its events socket is up: GET /applications/voiceai is no proof, Asterisk keeps an app
+        # it has seen after its socket went away
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"voiceai-ari exited {self.proc.returncode}: {self.log()}")
+            if "ARI events connected" in self.log():
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("voiceai-ari did not register its Stasis app in 10 s:\n" + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            for _ in range(200):
+                if self.proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                self.proc.kill()
+        self._log.close()
+        return self.proc.wait()
+
+    def port_range(self) -> range:
+        a, b = self.ports.split("-")
+        return range(int(a), int(b) + 1)
+
+
+def bot_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEAI_") and k != "OPENAI_API_KEY"}
+    env.update(VOICEAI_ARI_URL="http://127.0.0.1:8088", VOICEAI_LOG_LEVEL="DEBUG", PYTHONPATH=str(REPO))
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+async def make_bot(sandbox, tmp_path):
+    """Start `voiceai-ari run` with extra settings; stops it (SIGTERM) after the test."""
+    bots: list[Bot] = []
+
+    async def make(**settings: str) -> Bot:
+        ports = settings.setdefault("VOICEAI_RTP_PORTS", "47000-47019")
+        bot = Bot(bot_env(**settings), tmp_path / f"bot{len(bots)}.log", ports)
+        bots.append(bot)
+        await bot.start()
+        return bot
+
+    yield make
+    for bot in bots:
+        rc = await bot.stop()
+        assert rc == 0, f"voiceai-ari exited {rc} on SIGTERM:\n{bot.log()[-3000:]}"
+
+
+@pytest.fixture
+async def fake_model():
+    """A fake Realtime server the bot talks to, in this test's event loop (tests read what it received)."""
+    servers: list[FakeRealtimeServer] = []
+
+    async def make(**kw) -> FakeRealtimeServer:
+        kw.setdefault("api_key", E2E_KEY)
+        server = FakeRealtimeServer(**kw)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        await s.stop()

@@ -1,0 +1,160 @@
+"""The vertical slice, end to end: sipp calls the real Asterisk sandbox, `voiceai-ari run` bridges the call
+to a fake Realtime model over a real WebSocket, and the test analyses what each side actually received.
+
+    scripts/test tests/e2e/test_call.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from voiceai_ari.audio_gen import dominant_frequency
+
+from . import analysis as A
+from .caller import CallResult, Phone, ari, place_call
+from .conftest import E2E_KEY
+
+pytestmark = pytest.mark.e2e
+AMP = 5000  # -16.3 dBFS
+
+
+async def no_leftovers(bot, timeout: float = 3.0) -> tuple[list, list, list[int]]:
+    """Wait for teardown; return (channels, bridges, ports still bound) - all empty when clean."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        _, chans = await ari("GET", "/channels")
+        _, bridges = await ari("GET", "/bridges")
+        busy = []
+        for port in bot.port_range():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+            finally:
+                s.close()
+        if (not chans and not bridges and not busy) or loop.time() > end:
+            return chans, bridges, busy
+        await asyncio.sleep(0.1)
+
+
+def reply_coverage(res: CallResult, freq: float):
+    pcm = res.audio_16k()
+    cov = A.tone_segments(pcm, 16000, freq, tol_hz=30, min_dbfs=-40)
+    assert cov.start_s is not None, f"the caller never heard {freq} Hz: {res.summary()}"
+    return pcm, cov
+
+
+async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, tmp_path):
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=2.0, speed=4, seed=7)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 1.0, amplitude=AMP))           # then the phone sends silence
+    spoof = asyncio.create_task(spoof_rtp(bot.port_range()[0], A.tone(5000, 1.0, amplitude=AMP)))
+    res = await place_call("100", phone=phone, call_seconds=5.0, workdir=tmp_path)
+    assert res.ok and not res.got_bye, res.summary()
+    assert await spoof == 50
+
+    # (a) the model received 24 kHz PCM whose dominant frequency is the caller's 1 kHz
+    fs = fake.sessions[0]
+    assert fs.config["type"] == "realtime"
+    assert fs.config["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert fs.events_of("input_audio_buffer.append"), "no audio reached the model"
+    speech = A.tone_segments(bytes(fs.audio), 24000, 1000, tol_hz=10, min_dbfs=-30)
+    assert speech.start_s is not None and abs(speech.tone_seconds - 1.0) < 0.06, speech
+    assert abs(dominant_frequency(bytes(fs.audio[:speech_bytes(speech)]), 24000) - 1000) < 5
+    assert [r["status"] for r in fs.responses] == ["completed"]
+    # well-formed slin16 RTP from a foreign source (a 5 kHz tone) was dropped and counted, never heard
+    assert A.band_share(bytes(fs.audio), 24000, 5000) < 0.001
+    assert "'foreign_source': 50" in bot.log()
+    assert not [e for e in fs.received if e["type"] == "error"]
+
+    # (b) the caller heard the 440 Hz reply over G.722: >= 90 % of it, no gap > 40 ms
+    assert set(res.payload_types()) == {9}, res.summary()
+    pcm, cov = reply_coverage(res, 440)
+    print(f"\n[e2e] reply at the caller: {cov}; level {A.tone_level_dbfs(pcm, 16000, 440, start=cov.start_s + 0.1, end=cov.end_s - 0.1):.1f} dBFS; "
+          f"packet gaps max {A.longest_gap_ms(res.rx_times()):.1f} ms")
+    assert cov.tone_seconds >= 0.9 * 2.0 and cov.tone_seconds <= 2.0 + 0.06, cov
+    assert cov.coverage >= 0.9 and cov.longest_gap_ms <= 40, cov
+    assert abs(A.dominant_freq(pcm, 16000, cov.start_s + 0.1, cov.end_s - 0.1) - 440) < 10
+    assert abs(A.tone_level_dbfs(pcm, 16000, 440, start=cov.start_s + 0.1, end=cov.end_s - 0.1) - (-12.0)) < 2.0
+    assert A.longest_gap_ms(res.rx_times()) <= 40, "the bot's RTP stream must be continuous"
+
+    # (c) after the caller's BYE, nothing of the call is left: channels, bridges, UDP ports
+    chans, bridges, busy = await no_leftovers(bot)
+    assert (chans, bridges, busy) == ([], [], [])
+    assert "caller hung up" in bot.log()
+    assert E2E_KEY not in bot.log()
+
+
+async def spoof_rtp(port: int, pcm16k_le: bytes) -> int:
+    """Send valid-looking slin16 RTP (PT 118, big-endian) to the bot's port from a foreign socket."""
+    import numpy as np
+    from voiceai_ari.rtp import RtpSender
+
+    await asyncio.sleep(0.5)   # the call is up by now
+    sender = RtpSender(118, 320)
+    be = np.frombuffer(pcm16k_le, "<i2").astype(">i2").tobytes()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    try:
+        for k in range(50):
+            s.sendto(sender.packet(be[k * 640:(k + 1) * 640]), ("127.0.0.1", port))
+            await asyncio.sleep(0.02)
+    finally:
+        s.close()
+    return 50
+
+
+def speech_bytes(cov) -> int:
+    return int(cov.end_s * 24000) * 2
+
+
+async def test_offline_demo_model_echoes_the_caller(make_bot, tmp_path):
+    """No OPENAI_API_KEY: `voiceai-ari run` says so and the embedded model repeats the caller."""
+    bot = await make_bot()
+    assert "OFFLINE DEMO MODEL" in bot.log()
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 1.0, amplitude=AMP))
+    res = await place_call("100", phone=phone, call_seconds=4.5, workdir=tmp_path)
+    assert res.ok, res.summary()
+    pcm, cov = reply_coverage(res, 1000)
+    # the echo comes back after the caller stopped (VAD silence 500 ms), not as a live loop-back
+    assert cov.start_s > 1.2, cov
+    assert cov.tone_seconds >= 0.9, cov
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_fatal_model_error_ends_the_call_cleanly(make_bot, fake_model, tmp_path):
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=1.0)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    phone = Phone("g722")
+
+    async def expire_soon():
+        fs = await fake.wait_for_session(timeout=10)
+        await asyncio.sleep(1.0)
+        fs.expire()
+    expiring = asyncio.create_task(expire_soon())
+    res = await place_call("100", phone=phone, call_seconds=8.0, workdir=tmp_path)
+    await expiring
+    assert res.got_bye, "the bot must hang up when the model session cannot go on: " + res.summary()
+    assert res.t_end - res.t_answered < 4.0
+    assert "model error session_expired" in bot.log()
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_narrowband_fallback_return_path(make_bot, fake_model, tmp_path):
+    """VOICEAI_RETURN_CODEC=l16-8k sends PT 11 (8 kHz L16) back; Asterisk accepts it and the caller hears it."""
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=1.0, speed=4)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_RETURN_CODEC="l16-8k")
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 0.8, amplitude=AMP))
+    res = await place_call("100", phone=phone, call_seconds=3.5, workdir=tmp_path)
+    pcm, cov = reply_coverage(res, 440)
+    assert cov.tone_seconds >= 0.9 and cov.longest_gap_ms <= 40, cov
+    assert "'codec': 'l16-8k'" in bot.log()
+    assert (await no_leftovers(bot)) == ([], [], [])
