@@ -3,7 +3,7 @@
 import base64
 import json
 
-from voiceai_ari.model import (AudioDelta, AudioDone, ModelError, ResponseDone, SessionReady, SpeechStarted,
+from voiceai_ari.model import (AudioDelta, AudioDone, ModelError, ResponseDone, SessionReady, SpeechStarted, ToolCall,
                                Transcript)
 from voiceai_ari.realtime import RealtimeProtocol, SessionConfig
 
@@ -103,3 +103,67 @@ def test_speech_started():
     p = proto()
     assert p.receive(ev(type="input_audio_buffer.speech_started", audio_start_ms=10, item_id="u1")) == [
         SpeechStarted("u1")]
+
+
+def test_each_tool_call_is_delivered_once():
+    p = proto()
+    args = '{"digits":"12"}'
+    a = p.receive(ev(type="response.function_call_arguments.done", response_id="r", item_id="fc1",
+                     output_index=1, call_id="call_1", name="send_dtmf", arguments=args))
+    b = p.receive(ev(type="response.output_item.done", response_id="r", output_index=1,
+                     item={"type": "function_call", "id": "fc1", "call_id": "call_1", "name": "send_dtmf",
+                           "arguments": args, "status": "completed"}))
+    assert a == [ToolCall("call_1", "send_dtmf", args)] and b == []
+    # output_item.done alone (arguments.done lost) still runs it; a message item is not a tool call
+    c = p.receive(ev(type="response.output_item.done", item={"type": "function_call", "call_id": "call_2",
+                                                              "name": "hangup_call", "arguments": "{}"}))
+    assert c == [ToolCall("call_2", "hangup_call", "{}")]
+    assert p.receive(ev(type="response.output_item.done", item={"type": "message", "id": "m"})) == []
+
+
+def test_response_create_waits_for_the_active_response():
+    p = proto()
+    p.receive(ev(type="response.created", response={"id": "resp_1"}))
+    out = p.tool_result("call_1", '{"ok":true}', respond=True)
+    assert [json.loads(m)["type"] for m in out] == ["conversation.item.create"]
+    item = json.loads(out[0])["item"]
+    assert item == {"type": "function_call_output", "call_id": "call_1", "output": '{"ok":true}'}
+    assert p.user_text("The caller pressed 5 on the keypad.", respond=True)[0]  # queued, not doubled
+    assert p.take_pending() == []                       # still active
+    p.receive(ev(type="response.done", response={"status": "completed"}))
+    [msg] = p.take_pending()
+    assert json.loads(msg)["type"] == "response.create"
+    assert p.take_pending() == []                       # one response.create for both
+
+
+def test_greeting_request_and_user_text_shape():
+    p = proto()
+    [msg] = p.request_response("Greet the caller.")
+    assert json.loads(msg)["response"] == {"instructions": "Greet the caller."}
+    p.receive(ev(type="response.done", response={"status": "completed"}))
+    out = p.user_text("The caller pressed 5 on the keypad.", respond=False)
+    assert len(out) == 1
+    assert json.loads(out[0])["item"] == {"type": "message", "role": "user",
+                                          "content": [{"type": "input_text",
+                                                       "text": "The caller pressed 5 on the keypad."}]}
+
+
+def test_cancel_only_when_the_server_does_not():
+    p = proto()
+    p.receive(ev(type="response.created", response={"id": "resp_9"}))
+    p.receive(delta("item_1", 4800))
+    assert [json.loads(m)["type"] for m in p.interrupt("item_1", 50)] == ["conversation.item.truncate"]
+    assert [json.loads(m)["type"] for m in p.cancel_if_active("resp_9")] == ["response.cancel"]
+    p.receive(ev(type="response.done", response={"status": "cancelled"}))
+    assert p.cancel_if_active("resp_9") == []           # the server cancelled in time: nothing to do
+    q = proto(interrupt_response=False)                 # no auto-interrupt: cancel goes with the truncate
+    q.receive(ev(type="response.created", response={"id": "resp_2"}))
+    q.receive(delta("item_2", 4800))
+    assert [json.loads(m)["type"] for m in q.interrupt("item_2", 50)] == [
+        "conversation.item.truncate", "response.cancel"]
+
+
+def test_semantic_vad_session():
+    s = json.loads(proto(vad_type="semantic_vad", vad_eagerness="low").session_update())["session"]
+    assert s["audio"]["input"]["turn_detection"] == {"type": "semantic_vad", "eagerness": "low",
+                                                     "create_response": True, "interrupt_response": True}

@@ -18,6 +18,7 @@ from .call import Call
 from .config import Settings
 from .media import PortPool, RtpMedia
 from .model import ModelSession
+from .tools import ToolRegistry
 
 log = logging.getLogger("voiceai.app")
 
@@ -25,14 +26,16 @@ MEDIA_CHANNEL_PREFIXES = ("UnicastRTP/", "WebSocket/")
 
 
 class VoiceAiApp:
-    def __init__(self, settings: Settings, model_factory: Callable[[], ModelSession]) -> None:
+    def __init__(self, settings: Settings, model_factory: Callable[[], ModelSession],
+                 tools: ToolRegistry) -> None:
         self.settings = settings
         self.model_factory = model_factory
+        self.tools = tools
         self.ari = AriClient(settings.ari_url, settings.ari_user,
                              settings.ari_password.get_secret_value(), settings.ari_app)
         self.pool = PortPool(settings.port_range)
         self.calls: dict[str, Call] = {}           # caller channel id -> call
-        self._by_channel: dict[str, Call] = {}     # every channel id a call owns -> call
+        self._by_channel: dict[str, Call] = {}     # every channel/playback id a call owns -> call
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.accepting = True
@@ -69,6 +72,11 @@ class VoiceAiApp:
                     log.exception("! event %s could not be handled", ev.type)
 
     def dispatch(self, ev: AriEvent) -> None:
+        if ev.playback is not None:
+            owner = self._by_channel.get(ev.playback.id)
+            if owner is not None:
+                owner.on_ari_event(ev)
+            return
         ch = ev.channel
         if ch is None:
             return
@@ -90,8 +98,8 @@ class VoiceAiApp:
         self.total_calls += 1
         media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
                          pool=self.pool, return_codec=self.settings.return_codec)
-        call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(),
-                    bind_channel=self._bind)
+        call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(), tools=self.tools,
+                    settings=self.settings, bind=self._bind)
         self.calls[call.id] = call
         self._bind(call.id, call)
         self._spawn(self._run_call(call))

@@ -64,6 +64,12 @@ class Bridge(_Model):
     channels: list[str] = []
 
 
+class Playback(_Model):
+    id: str
+    state: str = ""
+    target_uri: str = ""
+
+
 class AriEvent(_Model):
     """One event from /ari/events. `type` picks the meaning (StasisStart, StasisEnd, ...)."""
 
@@ -71,6 +77,7 @@ class AriEvent(_Model):
     application: str = ""
     channel: Channel | None = None
     bridge: Bridge | None = None
+    playback: Playback | None = None
     args: list[str] = []
     digit: str | None = None
     duration_ms: int | None = None
@@ -177,6 +184,23 @@ class AriClient:
             return True
         except AriNotFound:
             return False
+
+    async def play(self, channel_id: str, media: str, playback_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/play",
+                           params={"media": media, "playbackId": playback_id})
+
+    async def send_dtmf(self, channel_id: str, digits: str, duration_ms: int = 100,
+                        between_ms: int = 100) -> None:
+        await self.request("POST", f"/channels/{channel_id}/dtmf",
+                           params={"dtmf": digits, "duration": duration_ms, "between": between_ms})
+
+    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str,
+                                   priority: int) -> None:
+        await self.request("POST", f"/channels/{channel_id}/continue",
+                           params={"context": context, "extension": extension, "priority": priority})
+
+    async def redirect(self, channel_id: str, endpoint: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/redirect", params={"endpoint": endpoint})
 
     async def channels(self) -> list[Channel]:
         return [Channel.model_validate(c) for c in await self.request("GET", "/channels")]

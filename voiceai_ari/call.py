@@ -1,9 +1,12 @@
 """One phone call, from StasisStart to teardown. Read `run()` top to bottom: it is the life of a call.
 
-answer → media (UDP port, externalMedia channel, mixing bridge) → model (Realtime session) → converse →
-teardown. Whatever ends the call (caller hangup, model error, app shutdown), `_teardown` runs exactly once
-and releases everything the call owns: the model WebSocket, the UDP port, the externalMedia channel and the
-bridge (Asterisk keeps both until the app deletes them), and the caller's channel if it is still up.
+answer → media (UDP port, externalMedia channel, greeting, mixing bridge) → model (Realtime session) →
+converse (audio, barge-in, tools, keypad) → teardown. Whatever ends the call (caller hangup, a tool, model
+error, app shutdown), `_teardown` runs exactly once and releases everything the call owns: the model
+WebSocket, the UDP port, the externalMedia channel and the bridge (Asterisk keeps both until the app
+deletes them), tool tasks, the transcript file, and the caller's channel if it is still ours.
+
+The call is also the `ToolContext` its tools act through (hangup, send_dtmf, transfer).
 """
 
 from __future__ import annotations
@@ -13,17 +16,25 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
 from .media import MediaTransport
 from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelSession, ResponseDone,
-                    SessionReady, SpeechStarted, SpeechStopped, Transcript)
+                    SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
+from .transcript import CallLog
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .tools import ToolRegistry, TransferDestination
 
 log = logging.getLogger("voiceai.call")
 T = TypeVar("T")
 
-SETUP_TIMEOUT = 10.0   # s for each set-up step (ARI call, externalMedia StasisStart, model connect)
+SETUP_TIMEOUT = 10.0      # s for each set-up step (ARI call, externalMedia StasisStart, model connect)
+GREETING_TIMEOUT = 30.0   # s for an Asterisk greeting sound
+FAREWELL_TIMEOUT = 30.0   # s to wait for the bot's last words before hangup/transfer
+DTMF_DEBOUNCE = 0.6       # s: keys pressed in a burst reach the model as one item
 
 
 class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -39,36 +50,45 @@ class CallEnded(Exception):
 
 class Call:
     def __init__(self, *, channel: Channel, ari: AriClient, media: MediaTransport, model: ModelSession,
-                 bind_channel: Callable[[str, "Call"], None]) -> None:
+                 tools: ToolRegistry, settings: Settings, bind: Callable[[str, "Call"], None]) -> None:
         self.id = channel.id
         self.channel = channel
-        self.ari, self.media, self.model = ari, media, model
-        self._bind_channel = bind_channel
+        self.ari, self.media, self.model, self.tools, self.settings = ari, media, model, tools, settings
+        self._bind = bind
         self.log = _CallLog(log, {"call": self.id})
+        self.transcript = CallLog(settings.transcript_dir, self.id)
         self.em_id: str | None = None
         self.bridge_id: str | None = None
         self.state = "starting"
         self.end_reason = ""
-        self.caller_gone = False
+        self.caller_released = False       # hung up, or handed back to the dialplan: not ours to hang up
         self.started = time.time()
         self.setup_ms: float | None = None
         self._ended = asyncio.Event()
         self._em_ready = asyncio.Event()
-        self._model_started = False
+        self._greeting_done = asyncio.Event()
+        self._response_idle = asyncio.Event()
+        self._response_idle.set()
         self._pump: asyncio.Task[None] | None = None
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._dtmf: list[str] = []
+        self._dtmf_timer: asyncio.TimerHandle | None = None
         self._torn_down = False
 
     # --- the life of a call ------------------------------------------------------------------------------
     async def run(self) -> None:
         t0 = time.monotonic()
+        self.transcript.write("call_start", channel=self.id, caller_name=self.channel.caller.name,
+                              caller_number=self.channel.caller.number)
         connect = asyncio.create_task(self.model.start(), name=f"model-connect-{self.id}")
         try:
             await self._step(self.ari.answer(self.id))
             await self._start_media()
             await self._step(connect)
-            self._model_started = True
             self.media.on_audio = self.model.send_audio
             self._pump = asyncio.create_task(self._converse(), name=f"converse-{self.id}")
+            if self.settings.greeting == "model":
+                self.model.request_response(self.settings.greeting_instructions or None)
             self.state = "talking"
             self.setup_ms = (time.monotonic() - t0) * 1000
             self.log.info("= call up in %.0f ms: %s <%s> -> model, RTP %s", self.setup_ms,
@@ -86,7 +106,8 @@ class Call:
     async def _start_media(self) -> None:
         await self.media.open()
         self.em_id = f"voiceai-em-{uuid.uuid4().hex[:16]}"
-        self._bind_channel(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
+        self._bind(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
+        await self._play_greeting_sound()
         em = await self._step(self.ari.external_media(
             external_host=self.media.external_host, fmt="slin16", channel_id=self.em_id, data=self.id))
         host, port = await self._unicast_address(em)
@@ -96,41 +117,58 @@ class Call:
         self.bridge_id = bridge.id
         await self._step(self.ari.add_channels(bridge.id, self.id, self.em_id))
 
+    async def _play_greeting_sound(self) -> None:
+        """greeting=sound: Asterisk plays it to the caller before the caller joins the bridge."""
+        if self.settings.greeting != "sound":
+            return
+        playback_id = f"voiceai-pb-{uuid.uuid4().hex[:16]}"
+        self._bind(playback_id, self)
+        await self._step(self.ari.play(self.id, self.settings.greeting_sound, playback_id))
+        try:
+            await asyncio.wait_for(self._step(self._greeting_done.wait()), GREETING_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.log.warning("! greeting sound did not finish in %.0f s", GREETING_TIMEOUT)
+
     async def _unicast_address(self, em: Channel) -> tuple[str, int]:
         """Where Asterisk listens for our RTP: UNICASTRTP_LOCAL_ADDRESS/PORT of the externalMedia channel."""
-        v = em.channelvars or {}
-        host, port = v.get("UNICASTRTP_LOCAL_ADDRESS"), v.get("UNICASTRTP_LOCAL_PORT")
-        if not host or not port:
-            assert self.em_id is not None
-            host = (await self._step(self.ari.request(
-                "GET", f"/channels/{self.em_id}/variable",
-                params={"variable": "UNICASTRTP_LOCAL_ADDRESS"})))["value"]
-            port = (await self._step(self.ari.request(
-                "GET", f"/channels/{self.em_id}/variable",
-                params={"variable": "UNICASTRTP_LOCAL_PORT"})))["value"]
-        return str(host), int(str(port))
+        v = dict(em.channelvars or {})
+        for var in ("UNICASTRTP_LOCAL_ADDRESS", "UNICASTRTP_LOCAL_PORT"):
+            if not v.get(var):
+                got = await self._step(self.ari.request("GET", f"/channels/{self.em_id}/variable",
+                                                        params={"variable": var}))
+                v[var] = got["value"]
+        return str(v["UNICASTRTP_LOCAL_ADDRESS"]), int(str(v["UNICASTRTP_LOCAL_PORT"]))
 
     async def _converse(self) -> None:
-        """Move model events to the media path until the model session ends."""
+        """Move model events to the media path, the tools and the transcript until the session ends."""
         model, media = self.model, self.media
         async for ev in model.events():
             if isinstance(ev, AudioDelta):
+                self._response_idle.clear()
                 media.play(ev.pcm, ev.item_id)
             elif isinstance(ev, AudioDone):
                 media.end_item()
             elif isinstance(ev, SpeechStarted):
+                # barge-in: silence the bot within one 20 ms frame, tell the model what was heard
                 item_id, played_ms = media.interrupt()
                 model.interrupt(item_id, played_ms)
+                self.log.debug("< caller speaks: cut %s at %d ms", item_id, played_ms)
             elif isinstance(ev, SpeechStopped):
                 self.log.debug("< caller stopped speaking")
+            elif isinstance(ev, ResponseDone):
+                self._response_idle.set()
+                self.log.debug("< response %s (%s)", ev.status, ev.reason)
+            elif isinstance(ev, ToolCall):
+                self._response_idle.clear()
+                self._spawn_tool(ev)
             elif isinstance(ev, Transcript):
                 self.log.info("%s: %s", ev.role, ev.text)
-            elif isinstance(ev, ResponseDone):
-                self.log.debug("< response %s (%s)", ev.status, ev.reason)
+                self.transcript.write(ev.role, text=ev.text, item_id=ev.item_id)
             elif isinstance(ev, SessionReady):
-                self.log.info("= model session %s ready", ev.session_id)
+                self.log.info("= model session %s ready (%d tools)", ev.session_id, len(self.tools.names))
             elif isinstance(ev, ModelError):
                 self.log.warning("! model error %s: %s", ev.code, ev.message)
+                self.transcript.write("error", source="model", code=ev.code, message=ev.message)
                 if ev.fatal:
                     self.end(f"model error {ev.code}")
                     return
@@ -138,8 +176,59 @@ class Call:
                 self.end(f"model session {ev.reason}")
                 return
 
+    # --- tools: the call is their ToolContext -------------------------------------------------------------
+    def _spawn_tool(self, ev: ToolCall) -> None:
+        task = asyncio.create_task(self._run_tool(ev), name=f"tool-{ev.name}-{self.id}")
+        self._tool_tasks.add(task)
+        task.add_done_callback(self._tool_tasks.discard)
+
+    async def _run_tool(self, ev: ToolCall) -> None:
+        result = await self.tools.execute(self, ev.name, ev.arguments)
+        self.transcript.write("tool_call", name=ev.name, call_id=ev.call_id, arguments=ev.arguments,
+                              ok=result.ok, result=result.output)
+        if not result.ends_call and not self.ended:
+            self.model.send_tool_result(ev.call_id, result.output, respond=True)
+
+    @property
+    def call_id(self) -> str:
+        return self.id
+
+    @property
+    def caller_number(self) -> str:
+        return self.channel.caller.number
+
+    async def hangup(self) -> None:
+        await self._farewell()
+        self.end("hung up by the bot")   # teardown hangs the caller up, with everything else
+
+    async def send_dtmf(self, digits: str) -> None:
+        await self.ari.send_dtmf(self.id, digits, self.settings.dtmf_duration_ms, self.settings.dtmf_gap_ms)
+
+    async def transfer(self, destination: TransferDestination) -> None:
+        await self._farewell()
+        self.state = "transferring"      # the caller's StasisEnd that follows is the transfer, not a hangup
+        if destination.endpoint:
+            await self.ari.redirect(self.id, destination.endpoint)
+        else:
+            assert destination.context and destination.extension and destination.priority is not None
+            await self.ari.continue_in_dialplan(self.id, destination.context, destination.extension,
+                                                destination.priority)
+        self.caller_released = True   # the dialplan (or the far end) has the caller now
+        self.end(f"transferred to {destination.name}")
+
+    async def _farewell(self) -> None:
+        """Let the bot finish speaking: its response done, its queued audio played out to Asterisk."""
+        try:
+            await asyncio.wait_for(self._response_idle.wait(), FAREWELL_TIMEOUT)
+            await asyncio.wait_for(self.media.drained(), FAREWELL_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.log.warning("! farewell not played out in %.0f s; going on", FAREWELL_TIMEOUT)
+
     # --- events from the app -----------------------------------------------------------------------------
     def on_ari_event(self, ev: AriEvent) -> None:
+        if ev.type == "PlaybackFinished" or ev.type == "PlaybackFailed":
+            self._greeting_done.set()
+            return
         ch = ev.channel
         if ch is None:
             return
@@ -148,9 +237,29 @@ class Call:
                 self._em_ready.set()
             elif ev.type in ("StasisEnd", "ChannelDestroyed") and not self._torn_down:
                 self.end("externalMedia channel went away")
-        elif ch.id == self.id and ev.type in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"):
-            self.caller_gone = True
-            self.end("caller hung up")
+        elif ch.id == self.id:
+            if ev.type in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"):
+                if not self.caller_released:
+                    self.caller_released = True
+                    self.end("transferred" if self.state == "transferring" else "caller hung up")
+            elif ev.type == "ChannelDtmfReceived" and ev.digit:
+                self._on_key(ev.digit)
+
+    def _on_key(self, digit: str) -> None:
+        self.log.info("< caller pressed %s", digit)
+        self.transcript.write("dtmf", digit=digit, direction="caller")
+        if not self.settings.dtmf_to_model or self.state != "talking":
+            return
+        self._dtmf.append(digit)
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+        self._dtmf_timer = asyncio.get_running_loop().call_later(DTMF_DEBOUNCE, self._flush_keys)
+
+    def _flush_keys(self) -> None:
+        keys, self._dtmf, self._dtmf_timer = self._dtmf, [], None
+        if keys and not self.ended:
+            self.model.send_text(f"The caller pressed {' '.join(keys)} on the keypad.",
+                                 respond=self.settings.dtmf_response)
 
     def end(self, reason: str) -> None:
         """Ask the call to end; the first reason wins. Safe to call from anywhere, any number of times."""
@@ -186,9 +295,13 @@ class Call:
         self._torn_down = True
         self.end(self.end_reason or "ended")
         self.state = "ended"
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+        current = asyncio.current_task()
+        pending = [t for t in (self._pump, *self._tool_tasks) if t is not None and t is not current]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await self._quietly("close model", self.model.close())
         stats = self.media.stats()
         await self._quietly("close media", self.media.close())
@@ -196,8 +309,10 @@ class Call:
             await self._quietly("delete externalMedia", self.ari.hangup(self.em_id))
         if self.bridge_id is not None:
             await self._quietly("delete bridge", self.ari.delete_bridge(self.bridge_id))
-        if not self.caller_gone:
+        if not self.caller_released:
             await self._quietly("hang up caller", self.ari.hangup(self.id))
+        self.transcript.write("call_end", reason=self.end_reason, media=stats)
+        self.transcript.close()
         self.log.info("x call ended after %.1f s: %s; media %s", time.time() - self.started,
                       self.end_reason, stats)
 

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 async def serve(settings: Settings) -> int:
     from .app import VoiceAiApp
     from .realtime import RealtimeSession, SessionConfig
+    from .tools import build_registry
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,22 +54,26 @@ async def serve(settings: Settings) -> int:
     url = settings.realtime_url
     if settings.offline_demo:
         from .fake_realtime import FakeRealtimeServer
-        fake = FakeRealtimeServer(mode="echo", host="127.0.0.1", port=0)
+        # echo mode; its greeting (a response with nothing said yet) is a short beep
+        fake = FakeRealtimeServer(mode="echo", tone_hz=660, tone_seconds=0.3, host="127.0.0.1", port=0)
         url = await fake.start()
         api_key = "offline-demo"
         log.warning(OFFLINE_BANNER)
     else:
         assert settings.openai_api_key is not None
         api_key = settings.openai_api_key.get_secret_value()
+    tools = build_registry(settings)
     config = SessionConfig(
         model=settings.model, instructions=settings.instructions, voice=settings.voice,
         vad_threshold=settings.vad_threshold, vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
-        vad_silence_ms=settings.vad_silence_ms,
+        vad_silence_ms=settings.vad_silence_ms, vad_type=settings.vad_type,
+        vad_eagerness=settings.vad_eagerness, tools=tools.declarations(),
         transcription_model="" if settings.offline_demo else settings.transcription_model)
-    app = VoiceAiApp(settings, lambda: RealtimeSession(url, api_key, config))
-    log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls",
-             settings.ari_url, settings.ari_app, settings.model, url.split("?")[0], settings.rtp_host,
-             settings.rtp_ports, settings.rtp_bind, settings.max_calls)
+    app = VoiceAiApp(settings, lambda: RealtimeSession(url, api_key, config), tools)
+    log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls, "
+             "tools: %s", settings.ari_url, settings.ari_app, settings.model, url.split("?")[0],
+             settings.rtp_host, settings.rtp_ports, settings.rtp_bind, settings.max_calls,
+             ", ".join(tools.names) or "none")
     try:
         await app.run(stop)
     finally:

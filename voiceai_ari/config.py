@@ -43,6 +43,35 @@ class Settings(BaseSettings):
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="server_vad threshold (0..1)")
     vad_prefix_padding_ms: int = Field(300, ge=0, le=5000, description="audio kept before speech start")
     vad_silence_ms: int = Field(500, ge=50, le=10000, description="silence that ends a turn")
+    vad_type: Literal["server_vad", "semantic_vad"] = Field(
+        "server_vad", description="turn detection: server_vad (silence timer) or semantic_vad (model judges)")
+    vad_eagerness: Literal["auto", "low", "medium", "high"] = Field(
+        "auto", description="semantic_vad only: how soon the model answers (low waits up to 8 s)")
+
+    # --- conversation ------------------------------------------------------------------------------------
+    greeting: Literal["none", "model", "sound"] = Field(
+        "model", description="who speaks first: none, the model, or an Asterisk sound (greeting_sound)")
+    greeting_instructions: str = Field(
+        "Greet the caller briefly and ask how you can help.",
+        description="instructions for the model's greeting (greeting=model)")
+    greeting_sound: str = Field("sound:hello-world", description="ARI media URI played when greeting=sound")
+    dtmf_to_model: bool = Field(True, description="tell the model about keys the caller presses")
+    dtmf_response: bool = Field(True, description="ask the model to respond right after a key press")
+    dtmf_duration_ms: int = Field(100, ge=40, le=2000, description="send_dtmf tool: tone length")
+    dtmf_gap_ms: int = Field(100, ge=40, le=2000, description="send_dtmf tool: pause between digits")
+    transcript_dir: str = Field(
+        "transcripts", description="folder for per-call JSONL transcripts; empty turns them off")
+
+    # --- tools -------------------------------------------------------------------------------------------
+    transfer_targets: dict[str, str] = Field(
+        default_factory=dict,
+        description='transfer_call allowlist, JSON: {"sales": "from-caller,200,1", "bob": "PJSIP/bob"}')
+    http_tool_allowlist: list[str] = Field(
+        default_factory=list, description='api_call tool: allowed base URLs, JSON list ["https://api.example.com/v1/"]')
+    http_tool_timeout_s: float = Field(5.0, gt=0, le=60, description="api_call tool: timeout per request")
+    http_tool_max_bytes: int = Field(65536, ge=256, le=2**22, description="api_call tool: response size cap")
+    tool_modules: list[str] = Field(
+        default_factory=list, description='custom tools: JSON list of Python modules, ["mytools"]')
 
     # --- Asterisk ------------------------------------------------------------------------------------------
     ari_url: str = Field("http://127.0.0.1:8088", description="ARI base URL (without /ari)")
@@ -71,6 +100,24 @@ class Settings(BaseSettings):
         if not (1024 <= a <= b <= 65535):
             raise ValueError("must be a range within 1024-65535, low end first")
         return f"{a}-{b}"
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _check_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, dest in v.items():
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"target name {name!r} must be letters, digits, - or _")
+            if "/" not in dest and len(dest.split(",")) != 3:
+                raise ValueError(f"target {name!r}: use context,extension,priority or TECH/resource")
+        return v
+
+    @field_validator("http_tool_allowlist")
+    @classmethod
+    def _check_allowlist(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")) or url.count("/") < 3:
+                raise ValueError(f"{url!r} must be a base URL like https://host/path/")
+        return v
 
     @field_validator("rtp_bind")
     @classmethod

@@ -28,6 +28,7 @@ log = logging.getLogger("voiceai.media")
 
 CALLER_RATE = 16000          # slin16 from Asterisk
 INBOUND_PT = 118             # Asterisk's dynamic PT for slin16 (sending it back is silently dropped)
+DRAIN_MARGIN = 0.060        # s after the last frame left, so it reaches the caller before a BYE
 UPLINK_FILL_AFTER = 0.060    # s without caller RTP before silence is fed to the model (simple_bridge gaps)
 
 
@@ -51,6 +52,9 @@ class MediaTransport(Protocol):
 
     def interrupt(self) -> tuple[str | None, int]:
         """Barge-in: stop at once, drop what is queued, return (item_id, ms of it actually sent)."""
+
+    async def drained(self) -> None:
+        """Return once every queued frame has been sent (the bot's last words are on the wire)."""
 
     def stats(self) -> dict[str, Any]:
         """Counters for logs and the control API."""
@@ -212,6 +216,11 @@ class RtpMedia(asyncio.DatagramProtocol):
             payload = self.encoder.encode(frame)
         if self._transport is not None and self._remote is not None:
             self._transport.sendto(self.sender.packet(payload, marker), self._remote)
+
+    async def drained(self) -> None:
+        while self.playout.queued_ms > 0 and not self.closed:
+            await asyncio.sleep(0.020)
+        await asyncio.sleep(DRAIN_MARGIN)
 
     # --- end ---------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -61,12 +61,20 @@ class ModelError:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for a function call; delivered once per call_id."""
+    call_id: str
+    name: str
+    arguments: str  # raw JSON text from the model
+
+
+@dataclass(frozen=True, slots=True)
 class ModelClosed:
     reason: str
 
 
 ModelEvent = Union[SessionReady, AudioDelta, AudioDone, SpeechStarted, SpeechStopped, Transcript,
-                   ResponseDone, ModelError, ModelClosed]
+                   ResponseDone, ToolCall, ModelError, ModelClosed]
 
 
 class ModelSession(Protocol):
@@ -80,6 +88,15 @@ class ModelSession(Protocol):
 
     def interrupt(self, item_id: str | None, played_ms: int) -> None:
         """The caller barged in: the bot's item `item_id` was heard up to `played_ms`."""
+
+    def send_tool_result(self, call_id: str, output: str, respond: bool = True) -> None:
+        """Return a tool's result; with `respond`, ask for a response once the current one is done."""
+
+    def send_text(self, text: str, respond: bool = False) -> None:
+        """Add a user text item (e.g. "The caller pressed 5"), optionally asking for a response."""
+
+    def request_response(self, instructions: str | None = None) -> None:
+        """Ask the model to speak now (greeting), once no response is active."""
 
     def events(self) -> AsyncIterator[ModelEvent]:
         """Events until the session ends; the last one is ModelClosed."""

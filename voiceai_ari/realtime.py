@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 
 from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelEvent, ResponseDone,
-                    SessionReady, SpeechStarted, SpeechStopped, Transcript)
+                    SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
 
 log = logging.getLogger("voiceai.realtime")
 
@@ -33,6 +33,7 @@ log = logging.getLogger("voiceai.realtime")
 FATAL_CODES = frozenset({"invalid_api_key", "model_not_found", "session_expired", "beta_api_shape_disabled",
                          "insufficient_quota", "invalid_session", "authentication_error"})
 BYTES_PER_MS = 48  # 24 kHz * 2 bytes
+CANCEL_GRACE = 0.3  # s after a barge-in before we cancel a response the server did not cancel itself
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,24 @@ class SessionConfig:
     vad_threshold: float = 0.5
     vad_prefix_padding_ms: int = 300
     vad_silence_ms: int = 500
+    vad_type: str = "server_vad"          # or "semantic_vad"
+    vad_eagerness: str = "auto"           # semantic_vad only
+    interrupt_response: bool = True       # the server cancels its response when the caller speaks
     transcription_model: str = ""
     tools: list[dict[str, Any]] = field(default_factory=list)
+
+    def turn_detection(self) -> dict[str, Any]:
+        if self.vad_type == "semantic_vad":
+            return {"type": "semantic_vad", "eagerness": self.vad_eagerness, "create_response": True,
+                    "interrupt_response": self.interrupt_response}
+        return {"type": "server_vad", "threshold": self.vad_threshold,
+                "prefix_padding_ms": self.vad_prefix_padding_ms, "silence_duration_ms": self.vad_silence_ms,
+                "create_response": True, "interrupt_response": self.interrupt_response}
 
     def session(self) -> dict[str, Any]:
         audio_in: dict[str, Any] = {
             "format": {"type": "audio/pcm", "rate": 24000},
-            "turn_detection": {
-                "type": "server_vad", "threshold": self.vad_threshold,
-                "prefix_padding_ms": self.vad_prefix_padding_ms,
-                "silence_duration_ms": self.vad_silence_ms,
-                "create_response": True, "interrupt_response": True,
-            },
+            "turn_detection": self.turn_detection(),
         }
         if self.transcription_model:
             audio_in["transcription"] = {"model": self.transcription_model}
@@ -66,6 +73,7 @@ class SessionConfig:
             "audio": {"input": audio_in,
                       "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice}},
             "tools": self.tools,
+            "tool_choice": "auto",
         }
 
 
@@ -79,6 +87,10 @@ class _ServerEvent(BaseModel):
     transcript: str | None = None
     session: dict[str, Any] | None = None
     response: dict[str, Any] | None = None
+    item: dict[str, Any] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
     error: dict[str, Any] | None = None
     audio_end_ms: int | None = None
 
@@ -93,6 +105,9 @@ class RealtimeProtocol:
         self.audio_ms: dict[str, int] = {}       # assistant item -> ms of audio received
         self._audio_bytes: dict[str, int] = {}
         self.done_items: set[str] = set()         # items whose audio is complete
+        self.response_id: str | None = None       # the active response
+        self.tool_calls_seen: set[str] = set()    # call_ids already delivered (each runs once)
+        self._pending: list[str] = []             # client events held until the active response is done
         self.bad_events = 0
         self._seq = 0
 
@@ -110,6 +125,46 @@ class RealtimeProtocol:
         # a template, not json.dumps: this runs for every 20 ms of caller audio
         return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(pcm).decode() + '"}'
 
+    def _response_create(self, instructions: str | None = None) -> str:
+        ev: dict[str, Any] = {"type": "response.create", "event_id": self._event_id()}
+        if instructions:
+            ev["response"] = {"instructions": instructions}
+        return json.dumps(ev)
+
+    def _after_response(self, msg: str) -> list[str]:
+        """response.create only once no response is active (else: conversation_already_has_active_response)."""
+        if self.response_active:
+            if msg not in self._pending:
+                self._pending.append(msg)
+            return []
+        self.response_active = True  # until response.created/done confirm it
+        return [msg]
+
+    def request_response(self, instructions: str | None = None) -> list[str]:
+        return self._after_response(self._response_create(instructions))
+
+    def tool_result(self, call_id: str, output: str, respond: bool) -> list[str]:
+        out = [json.dumps({"type": "conversation.item.create", "event_id": self._event_id(),
+                           "item": {"type": "function_call_output", "call_id": call_id, "output": output}})]
+        if respond:
+            out += self._after_response('{"type":"response.create"}')
+        return out
+
+    def user_text(self, text: str, respond: bool) -> list[str]:
+        out = [json.dumps({"type": "conversation.item.create", "event_id": self._event_id(),
+                           "item": {"type": "message", "role": "user",
+                                    "content": [{"type": "input_text", "text": text}]}})]
+        if respond:
+            out += self._after_response('{"type":"response.create"}')
+        return out
+
+    def cancel_if_active(self, response_id: str | None) -> list[str]:
+        """The fallback cancel: only if `response_id` is still the active response after a barge-in."""
+        if response_id is not None and self.response_active and self.response_id == response_id:
+            return [json.dumps({"type": "response.cancel", "event_id": self._event_id(),
+                                "response_id": response_id})]
+        return []
+
     def interrupt(self, item_id: str | None, played_ms: int) -> list[str]:
         """Client events for a barge-in: truncate what was not heard; cancel only if the server won't.
 
@@ -122,7 +177,9 @@ class RealtimeProtocol:
             if not (item_id in self.done_items and end >= self.audio_ms[item_id]):
                 out.append(json.dumps({"type": "conversation.item.truncate", "event_id": self._event_id(),
                                        "item_id": item_id, "content_index": 0, "audio_end_ms": end}))
-        # server_vad with interrupt_response=true cancels by itself (A.10); our session always sets it
+        if not self.config.interrupt_response:
+            out += self.cancel_if_active(self.response_id)
+        # with interrupt_response the server cancels by itself (A.10); the adapter checks later that it did
         return out
 
     # --- server events -----------------------------------------------------------------------------------
@@ -172,13 +229,40 @@ class RealtimeProtocol:
 
     def on_response_created(self, ev: _ServerEvent) -> list[ModelEvent]:
         self.response_active = True
+        self.response_id = str((ev.response or {}).get("id") or "") or None
         return []
 
     def on_response_done(self, ev: _ServerEvent) -> list[ModelEvent]:
         self.response_active = False
+        self.response_id = None
         r = ev.response or {}
         details = r.get("status_details") or {}
         return [ResponseDone(str(r.get("status", "")), details.get("reason"))]
+
+    def take_pending(self) -> list[str]:
+        """Held client events that may go now (called by the adapter after each server event)."""
+        if self.response_active or not self._pending:
+            return []
+        msg = self._pending.pop(0)
+        if '"response.create"' in msg:
+            self.response_active = True
+        return [msg]
+
+    def _tool_call(self, call_id: str | None, name: str | None, arguments: str | None) -> list[ModelEvent]:
+        # both function_call_arguments.done and output_item.done carry the call: run it once (A.9)
+        if not call_id or not name or call_id in self.tool_calls_seen:
+            return []
+        self.tool_calls_seen.add(call_id)
+        return [ToolCall(call_id, name, arguments or "{}")]
+
+    def on_response_function_call_arguments_done(self, ev: _ServerEvent) -> list[ModelEvent]:
+        return self._tool_call(ev.call_id, ev.name, ev.arguments)
+
+    def on_response_output_item_done(self, ev: _ServerEvent) -> list[ModelEvent]:
+        item = ev.item or {}
+        if item.get("type") != "function_call":
+            return []
+        return self._tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))
 
     def on_response_output_audio_transcript_done(self, ev: _ServerEvent) -> list[ModelEvent]:
         return [Transcript("bot", ev.transcript or "", ev.item_id)]
@@ -209,6 +293,7 @@ class RealtimeSession:
         self._out: asyncio.Queue[str] = asyncio.Queue(max_queue)
         self._sender: asyncio.Task[None] | None = None
         self.dropped_audio = 0
+        self.cancels_sent = 0
 
     @property
     def session_id(self) -> str | None:
@@ -227,6 +312,27 @@ class RealtimeSession:
 
     def interrupt(self, item_id: str | None, played_ms: int) -> None:
         for msg in self.proto.interrupt(item_id, played_ms):
+            self._put(msg)
+        if self.proto.config.interrupt_response and self.proto.response_active:
+            # the server should cancel by itself; if it has not within CANCEL_GRACE, cancel explicitly
+            rid = self.proto.response_id
+            asyncio.get_running_loop().call_later(CANCEL_GRACE, self._cancel_if_active, rid)
+
+    def _cancel_if_active(self, response_id: str | None) -> None:
+        for msg in self.proto.cancel_if_active(response_id):
+            self.cancels_sent += 1
+            self._put(msg)
+
+    def send_tool_result(self, call_id: str, output: str, respond: bool = True) -> None:
+        for msg in self.proto.tool_result(call_id, output, respond):
+            self._put(msg)
+
+    def send_text(self, text: str, respond: bool = False) -> None:
+        for msg in self.proto.user_text(text, respond):
+            self._put(msg)
+
+    def request_response(self, instructions: str | None = None) -> None:
+        for msg in self.proto.request_response(instructions):
             self._put(msg)
 
     def _put(self, msg: str, audio: bool = False) -> None:
@@ -256,6 +362,8 @@ class RealtimeSession:
             async for text in self._ws:
                 for ev in self.proto.receive(text):
                     yield ev
+                for msg in self.proto.take_pending():
+                    self._put(msg)
         except websockets.ConnectionClosed as exc:
             reason = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
         else:

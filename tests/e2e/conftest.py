@@ -83,6 +83,8 @@ async def make_bot(sandbox, tmp_path):
 
     async def make(**settings: str) -> Bot:
         ports = settings.setdefault("VOICEAI_RTP_PORTS", "47000-47019")
+        settings.setdefault("VOICEAI_GREETING", "none")
+        settings.setdefault("VOICEAI_TRANSCRIPT_DIR", str(tmp_path / "transcripts"))
         bot = Bot(bot_env(**settings), tmp_path / f"bot{len(bots)}.log", ports)
         bots.append(bot)
         await bot.start()
