@@ -367,8 +367,17 @@ async def test_manual_commit_clear_and_item_create(make_server):
         assert (await until(ws, "error"))[0]["error"]["code"] == "input_audio_buffer_commit_empty"
         await send(ws, "conversation.item.create", item={"type": "function_call_output", "call_id": "c1",
                                                          "output": "{}"})
+        err, _ = await until(ws, "error")  # no function_call with that call_id yet
+        assert (err["error"]["code"], err["error"]["message"]) == (
+            "invalid_tool_call_id", "Tool call ID 'c1' not found in conversation.")
+        await send(ws, "conversation.item.create", item={"type": "function_call", "call_id": "c1", "name": "f",
+                                                         "arguments": "{}"})
+        call, _ = await until(ws, "conversation.item.done")
+        assert call["previous_item_id"] == committed["item_id"]
+        await send(ws, "conversation.item.create", item={"type": "function_call_output", "call_id": "c1",
+                                                         "output": "{}"})
         added, _ = await until(ws, "conversation.item.added")
-        assert added["previous_item_id"] == committed["item_id"] and added["item"]["call_id"] == "c1"
+        assert added["previous_item_id"] == call["item"]["id"] and added["item"]["call_id"] == "c1"
         await until(ws, "conversation.item.done")
         await send(ws, "conversation.item.retrieve", item_id=committed["item_id"])
         assert (await until(ws, "conversation.item.retrieved"))[0]["item"]["role"] == "user"
@@ -460,6 +469,216 @@ async def test_barge_in_cancels_the_response(make_server):
     session = server.sessions[0]
     item_id = r["output"][0]["id"]
     assert session._item_audio_ms[item_id] < 10_000
+
+
+# ---- sent log, scripted function calls, instructions and text items, semantic VAD ----------------
+async def test_sent_log_has_loop_times_in_wire_order(make_server):
+    server = await make_server(mode="tone", tone_seconds=0.5, speed=10.0)
+    loop = asyncio.get_running_loop()
+    t_start = loop.time()
+    got: list[tuple[float, dict]] = []  # (loop time at receipt, event) on the client
+    async with ws_connect(server) as ws:
+        async with asyncio.timeout(5):
+            while not got or got[-1][1]["type"] != "conversation.created":
+                raw = await ws.recv()
+                got.append((loop.time(), json.loads(raw)))
+        await send(ws, "response.create")
+        async with asyncio.timeout(5):
+            while got[-1][1]["type"] != "response.done":
+                raw = await ws.recv()
+                got.append((loop.time(), json.loads(raw)))
+    session = server.sessions[0]
+    sent = session.sent
+    assert [e["event_id"] for _, e in sent] == [e["event_id"] for _, e in got]
+    assert [e["type"] for _, e in sent] == [e["type"] for _, e in got]
+    times = [t for t, _ in sent]
+    assert times == sorted(times) and t_start <= times[0] and times[-1] <= loop.time()
+    assert all(ts <= tr for (ts, _), (tr, _) in zip(sent, got, strict=True))  # sent before received
+    deltas = session.sent_of("response.output_audio.delta")
+    client_deltas = [e for _, e in got if e["type"] == "response.output_audio.delta"]
+    assert len(deltas) == len(client_deltas) > 1
+    for (_, logged), wire in zip(deltas, client_deltas, strict=True):
+        assert "delta" not in logged and logged["audio_bytes"] == len(base64.b64decode(wire["delta"]))
+        assert {k: v for k, v in logged.items() if k != "audio_bytes"} == {
+            k: v for k, v in wire.items() if k != "delta"}
+    assert sum(e["audio_bytes"] for _, e in deltas) == int(0.5 * RATE) * 2
+    # paced: the last delta goes out about 0.5 s / 10 after the first one, not all at once
+    span = deltas[-1][0] - deltas[0][0]
+    assert 0.01 < span < 0.5
+    assert [e["type"] for _, e in session.sent_of("response.done")] == ["response.done"]
+    assert session.sent_of("nothing.like.this") == []
+
+
+FUNCTION_CALL_ORDER = RESPONSE_ORDER[:-1] + [
+    "response.output_item.added", "conversation.item.added", "response.function_call_arguments.done",
+    "conversation.item.done", "response.output_item.done", "response.done"]
+
+
+async def test_scripted_function_calls(make_server):
+    script = [
+        {"audio": "tone", "tone_hz": 600.0, "tone_seconds": 0.4, "transcript": "Goodbye!",
+         "function_call": {"name": "hangup_call", "arguments": {"reason": "done"}}},
+        {"audio": "none", "function_call": {"name": "transfer_call", "arguments": '{"to":"sales"}'}},
+    ]
+    server = await make_server(mode="tone", tone_hz=440.0, tone_seconds=0.3, script=script)
+    async with ws_connect(server) as ws:
+        await opened(ws)
+        await send(ws, "session.update", session={"type": "realtime", "audio": {"input": {"turn_detection": None}},
+                                                  "tools": [{"type": "function", "name": "hangup_call",
+                                                             "parameters": {"type": "object"}}]})
+        await until(ws, "session.updated")
+        await send(ws, "response.create")
+        done1, ev1 = await until(ws, "response.done")
+        # 1: assistant audio (output_index 0), then the function call (output_index 1), A.9 order
+        assert response_skeleton(ev1) == FUNCTION_CALL_ORDER
+        pcm = b"".join(audio_of(ev1))
+        assert len(pcm) == int(0.4 * RATE) * 2 and abs(audio_gen.dominant_frequency(pcm, RATE) - 600.0) < 2.0
+        assert next(e for e in ev1 if e["type"] == "response.output_audio_transcript.done")[
+            "transcript"] == "Goodbye!"
+        added = [e for e in ev1 if e["type"] == "response.output_item.added"]
+        assert [a["output_index"] for a in added] == [0, 1]
+        call = added[1]["item"]
+        call_id, item_id, rid = call["call_id"], call["id"], done1["response"]["id"]
+        assert call == {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
+                        "name": "hangup_call", "call_id": call_id, "arguments": ""}
+        assert call_id.startswith("call_") and len(call_id) > 10
+        arg_deltas = [e for e in ev1 if e["type"] == "response.function_call_arguments.delta"]
+        assert 2 <= len(arg_deltas) <= 3
+        assert "".join(d["delta"] for d in arg_deltas) == '{"reason": "done"}'
+        assert all((d["response_id"], d["item_id"], d["output_index"], d["call_id"]) == (rid, item_id, 1, call_id)
+                   for d in arg_deltas)
+        args_done = next(e for e in ev1 if e["type"] == "response.function_call_arguments.done")
+        assert {k: v for k, v in args_done.items() if k != "event_id"} == {
+            "type": "response.function_call_arguments.done", "response_id": rid, "item_id": item_id,
+            "output_index": 1, "call_id": call_id, "name": "hangup_call", "arguments": '{"reason": "done"}'}
+        item_done = [e for e in ev1 if e["type"] == "response.output_item.done"][1]
+        assert item_done["item"] == {**call, "status": "completed", "arguments": '{"reason": "done"}'}
+        conv_added = [e for e in ev1 if e["type"] == "conversation.item.added"][1]
+        assert conv_added["previous_item_id"] == added[0]["item"]["id"]
+        r1 = done1["response"]
+        assert r1["status"] == "completed"
+        assert [(o["type"], o["status"]) for o in r1["output"]] == [("message", "completed"),
+                                                                    ("function_call", "completed")]
+        assert r1["output"][1] == item_done["item"]
+        # the client answers the call; an unknown call_id is refused like the live API does
+        await send(ws, "conversation.item.create", item={"type": "function_call_output", "call_id": "call_nope",
+                                                         "output": "{}"}, event_id="bad-call")
+        err, _ = await until(ws, "error")
+        assert err["error"] == {"type": "invalid_request_error", "code": "invalid_tool_call_id",
+                                "message": "Tool call ID 'call_nope' not found in conversation.", "param": None,
+                                "event_id": "bad-call"}
+        await send(ws, "conversation.item.create", item={"type": "function_call_output", "call_id": call_id,
+                                                         "output": '{"ok": true}'})
+        out_added, _ = await until(ws, "conversation.item.added")
+        assert out_added["previous_item_id"] == item_id and out_added["item"]["call_id"] == call_id
+        await send(ws, "response.create")
+        done2, ev2 = await until(ws, "response.done")
+        # 2: no audio, only a function call at output_index 0
+        assert response_skeleton(ev2) == RESPONSE_ORDER[:2] + FUNCTION_CALL_ORDER[-6:]
+        assert audio_of(ev2) == []
+        assert [o["type"] for o in done2["response"]["output"]] == ["function_call"]
+        args2 = next(e for e in ev2 if e["type"] == "response.function_call_arguments.done")
+        assert (args2["output_index"], args2["name"], args2["arguments"]) == (0, "transfer_call", '{"to":"sales"}')
+        assert args2["call_id"] != call_id
+        # 3: the script is used up: the mode's tone again
+        await send(ws, "response.create")
+        done3, ev3 = await until(ws, "response.done")
+        assert response_skeleton(ev3) == RESPONSE_ORDER
+        assert len(b"".join(audio_of(ev3))) == int(0.3 * RATE) * 2
+        assert done3["response"]["output"][0]["content"][0]["transcript"] == "(tone 440 Hz)"
+    session = server.sessions[0]
+    assert [e["item"]["call_id"] for e in session.events_of("conversation.item.create")] == ["call_nope", call_id]
+    assert len(session.events_of("response.create")) == 3 and session._script == []
+    assert [r["id"] for r in session.responses] == [rid, done2["response"]["id"], done3["response"]["id"]]
+    assert len(session.sent_of("response.function_call_arguments.done")) == 2
+
+
+async def test_script_drives_vad_responses_and_text(make_server):
+    script = [{"audio": "tone", "tone_hz": 900.0, "tone_seconds": 0.3},
+              {"text": "Scripted text.", "function_call": {"name": "noop"}},
+              {"audio": "none", "text": "Only text."}]
+    server = await make_server(mode="echo", script=script)
+    async with ws_connect(server) as ws:
+        await opened(ws)
+        await append_pcm(ws, utterance(500.0, lead_s=0.2, speech_s=0.4, tail_s=0.7))
+        done, events = await until(ws, "response.done")  # the VAD turn starts the first scripted response
+        pcm = b"".join(audio_of(events))
+        assert len(pcm) == int(0.3 * RATE) * 2 and abs(audio_gen.dominant_frequency(pcm, RATE) - 900.0) < 2.0
+        assert done["response"]["output"][0]["content"][0]["transcript"] == "(tone 900 Hz)"
+        await send(ws, "response.create", response={"output_modalities": ["text"]})
+        done, events = await until(ws, "response.done")
+        assert done["response"]["output"][0]["content"] == [{"type": "output_text", "text": "Scripted text."}]
+        assert done["response"]["output"][1]["arguments"] == "{}"
+        await send(ws, "response.create")
+        done, events = await until(ws, "response.done")
+        assert audio_of(events) == []
+        assert done["response"]["output"][0]["content"] == [{"type": "output_text", "text": "Only text."}]
+        await send(ws, "response.create")  # script used up: echo of the committed utterance
+        done, events = await until(ws, "response.done")
+        assert abs(audio_gen.dominant_frequency(b"".join(audio_of(events)), RATE) - 500.0) < 2.0
+    for bad in ([{"audio": "wav"}], [{"bogus": 1}], [{"function_call": {"arguments": {}}}], ["x"],
+                [{"tone_seconds": 0}], [{"function_call": {"name": "f", "arguments": 3}}]):
+        with pytest.raises(ValueError):
+            FakeRealtimeServer(script=bad)
+
+
+async def test_response_instructions_and_user_text_item(make_server):
+    server = await make_server(mode="tone", tone_seconds=0.2)
+    async with ws_connect(server) as ws:
+        await opened(ws)
+        await no_vad(ws)
+        await send(ws, "conversation.item.create", item={
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "The caller pressed 5"}]})
+        added, _ = await until(ws, "conversation.item.added")
+        done_item, _ = await until(ws, "conversation.item.done")
+        assert added["item"]["content"] == [{"type": "input_text", "text": "The caller pressed 5"}]
+        assert (added["item"]["role"], added["item"]["status"]) == ("user", "completed")
+        assert done_item["item"] == added["item"]
+        await send(ws, "response.create", response={"instructions": "Confirm the digit the caller pressed."})
+        done, events = await until(ws, "response.done")
+        assert done["response"]["status"] == "completed" and len(b"".join(audio_of(events))) == int(0.2 * RATE) * 2
+        await send(ws, "response.create", response={"instructions": 5})
+        err, _ = await until(ws, "error")
+        assert (err["error"]["code"], err["error"]["param"]) == ("invalid_type", "response.instructions")
+    session = server.sessions[0]
+    assert session.events_of("response.create")[0]["response"] == {
+        "instructions": "Confirm the digit the caller pressed."}
+    assert session.events_of("conversation.item.create")[0]["item"]["content"][0]["text"] == "The caller pressed 5"
+    assert session._items[added["item"]["id"]]["content"][0]["text"] == "The caller pressed 5"
+
+
+async def test_semantic_vad(make_server):
+    server = await make_server(mode="tone", tone_seconds=3.0, speed=1.0)
+    td = {"type": "semantic_vad", "eagerness": "high", "create_response": True, "interrupt_response": False}
+    async with ws_connect(server) as ws:
+        await opened(ws)
+        await send(ws, "session.update", session={"type": "realtime", "audio": {"input": {"turn_detection": td}}})
+        updated, _ = await until(ws, "session.updated")
+        assert updated["session"]["audio"]["input"]["turn_detection"] == td
+        for bad, code in (({**td, "threshold": 0.5}, "unknown_parameter"), ({**td, "eagerness": "eager"},
+                                                                             "invalid_value")):
+            await send(ws, "session.update", session={"type": "realtime", "audio": {"input": {
+                "turn_detection": bad}}})
+            assert (await until(ws, "error"))[0]["error"]["code"] == code
+        await append_pcm(ws, utterance(800.0, lead_s=0.5, speech_s=0.4, tail_s=0.4))
+        stopped, _ = await until(ws, "input_audio_buffer.speech_stopped")
+        assert abs(stopped["audio_end_ms"] - (900 + 250)) <= 60  # eagerness "high": 250 ms of silence
+        await until(ws, "response.output_audio.delta")  # create_response: true
+        # interrupt_response: false: speech does not cancel the response, the client has to
+        await append_pcm(ws, audio_gen.tone(800.0, 0.2, RATE))
+        await until(ws, "input_audio_buffer.speech_started")
+        await send(ws, "response.cancel")
+        done, _ = await until(ws, "response.done")
+        assert done["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+        # create_response: false: a turn is committed but no response starts
+        await send(ws, "session.update", session={"type": "realtime", "audio": {"input": {
+            "turn_detection": {**td, "create_response": False}}}})
+        await until(ws, "session.updated")
+        await append_pcm(ws, utterance(800.0, lead_s=0.2, speech_s=0.4, tail_s=0.5))
+        await until(ws, "input_audio_buffer.committed")
+        await asyncio.sleep(0.1)
+    session = server.sessions[0]
+    assert len(session.sent_of("response.created")) == 1
 
 
 # ---- auth, beta, drop, expire -------------------------------------------------------------------

@@ -6,7 +6,10 @@ client events with real-looking ``error`` events, an energy VAD (``fake_vad``) t
 ``speech_started``/``speech_stopped``/``committed``, responses in the A.7.1 event order whose audio
 is a tone, an echo of the caller's last utterance, or a WAV file, streamed in uneven chunks faster
 than real time, plus barge-in, ``response.cancel``, ``conversation.item.truncate`` and hooks to drop
-or expire a session. Schema and validation live in ``fake_realtime_schema``.
+or expire a session. A ``script`` makes a session's responses, in order, play given audio and emit
+function calls (A.9). Every event sent is logged with its loop time (``FakeSession.sent``). Schema
+and validation live in ``fake_realtime_schema``, input audio and VAD in ``fake_realtime_input``, items
+and responses in ``fake_realtime_conversation``.
 
 CLI: ``python -m voiceai_ari.fake_realtime --port 8765 --mode tone`` (also ``voiceai-ari fake-realtime``).
 """
@@ -15,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
 import copy
 import json
@@ -28,29 +29,25 @@ import sys
 from aiohttp import WSMsgType, web
 
 from . import audio_gen
-from .fake_realtime_conversation import BYTES_PER_MS, RATE, ConversationMixin, _Response
+from .fake_realtime_conversation import RATE, ConversationMixin, _Response
+from .fake_realtime_input import InputAudioMixin
 from .fake_realtime_schema import (
     CLIENT_EVENTS,
     SERVER_ERROR_MESSAGE,
     RealtimeError,
     bad_type,
     bad_value,
+    check_script,
     default_session,
-    merge_session,
-    missing,
     need,
     new_id,
 )
-from .fake_vad import EnergyVad, threshold_to_dbfs
+from .fake_vad import EnergyVad
 
 log = logging.getLogger(__name__)
 
-MIN_COMMIT_MS = 100
-EAGERNESS_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
-
-
-class FakeSession(ConversationMixin):
-    """One accepted WebSocket. Tests read ``config``, ``received``, ``audio`` and ``responses``."""
+class FakeSession(InputAudioMixin, ConversationMixin):
+    """One accepted WebSocket. Tests read ``config``, ``received``, ``sent``, ``audio`` and ``responses``."""
 
     def __init__(self, server: FakeRealtimeServer, ws: web.WebSocketResponse, transport, model: str,
                  index: int) -> None:
@@ -59,6 +56,9 @@ class FakeSession(ConversationMixin):
         self.config: dict = default_session(model, self.id)
         self.conversation_id = new_id("conv")
         self.received: list[dict] = []  # append events keep "audio_bytes" instead of "audio"
+        # (loop.time() at send, event) for every event sent, in wire order; audio deltas keep "audio_bytes"
+        # instead of "delta"
+        self.sent: list[tuple[float, dict]] = []
         self.append_count = 0
         self.audio = bytearray()  # all appended input audio, 24 kHz PCM16 LE
         self.responses: list[dict] = []  # the response objects of every response.done sent
@@ -76,11 +76,16 @@ class FakeSession(ConversationMixin):
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._vad: EnergyVad | None = None
+        self._script = list(server.script)  # entries not yet used by a response of this session
         self._configure_vad()
 
     # ---- test API -------------------------------------------------------------------------------
     def events_of(self, type_: str) -> list[dict]:
         return [e for e in self.received if e.get("type") == type_]
+
+    def sent_of(self, type_: str) -> list[tuple[float, dict]]:
+        """``(loop time, event)`` of every sent event of ``type_``, in order."""
+        return [(t, e) for t, e in self.sent if e["type"] == type_]
 
     async def wait_for(self, type_: str, timeout: float = 5.0) -> dict:
         """The next client event of ``type_`` not yet returned by an earlier ``wait_for(type_)``
@@ -124,9 +129,17 @@ class FakeSession(ConversationMixin):
         if self._ws.closed:
             return
         event = {"type": type_, "event_id": new_id("event"), **fields}
+        data = json.dumps(event)
+        if type_ == "response.output_audio.delta":
+            b64 = event.pop("delta")
+            event["audio_bytes"] = len(b64) * 3 // 4 - (len(b64) - len(b64.rstrip("=")))
         async with self._send_lock:
-            with contextlib.suppress(ConnectionError, RuntimeError):  # peer gone; the receive loop notices
-                await self._ws.send_str(json.dumps(event))
+            t = asyncio.get_running_loop().time()
+            try:
+                await self._ws.send_str(data)
+            except (ConnectionError, RuntimeError):  # peer gone; the receive loop notices
+                return
+            self.sent.append((t, event))
 
     async def _error(self, err: RealtimeError, client_event_id: str | None = None) -> None:
         await self._send("error", error=err.body(client_event_id))
@@ -187,96 +200,6 @@ class FakeSession(ConversationMixin):
         handler = getattr(self, "_on_" + type_.replace(".", "_"))
         await (handler(ev, record) if type_ == "input_audio_buffer.append" else handler(ev))
 
-    # ---- session and input audio ----------------------------------------------------------------
-    @property
-    def _turn_detection(self) -> dict | None:
-        return self.config["audio"]["input"]["turn_detection"]
-
-    def _configure_vad(self) -> None:
-        td = self._turn_detection
-        if td is None:
-            self._vad, self._speech = None, None
-            return
-        silence = td.get("silence_duration_ms", EAGERNESS_SILENCE_MS.get(td.get("eagerness", "auto"), 500))
-        self._vad = EnergyVad(threshold_dbfs=threshold_to_dbfs(td.get("threshold", 0.5),
-                                                               self.server.vad_threshold_dbfs),
-                              prefix_padding_ms=td.get("prefix_padding_ms", 300), silence_duration_ms=silence,
-                              start_sample=len(self.audio) // 2)
-        self._speech = None
-
-    async def _on_session_update(self, ev: dict) -> None:
-        if "session" not in ev:
-            raise missing("session")
-        old_td = self._turn_detection
-        self.config = merge_session(self.config, ev["session"], audio_produced=self._audio_produced)
-        if self._turn_detection != old_td:
-            self._configure_vad()
-        await self._send("session.updated", session=copy.deepcopy(self.config))
-
-    async def _on_input_audio_buffer_append(self, ev: dict, record: dict) -> None:
-        b64 = need(ev, "audio", "", str, "a string")
-        try:
-            pcm = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise RealtimeError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.",
-                                "audio") from None
-        record["audio_bytes"] = len(pcm)
-        if len(pcm) % 2:
-            raise RealtimeError("invalid_value", f"Invalid 'audio': audio/pcm must be whole 16-bit samples, "
-                                f"got {len(pcm)} bytes.", "audio")
-        self.audio += pcm
-        if self._vad is None:
-            return
-        for kind, ms in self._vad.feed(pcm):
-            if kind == "start":
-                self._speech = (new_id("item"), ms)
-                await self._send("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._speech[0])
-                if self._active is not None and self._turn_detection.get("interrupt_response", True):
-                    await self._cancel_response("turn_detected")
-            elif self._speech is not None:
-                item_id, start_ms = self._speech
-                self._speech = None
-                await self._send("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id)
-                await self._commit(item_id, start_ms * BYTES_PER_MS, ms * BYTES_PER_MS)
-                if self._turn_detection.get("create_response", True) and self._active is None:
-                    self._start_response({})
-
-    async def _on_input_audio_buffer_commit(self, ev: dict) -> None:
-        have_ms = (len(self.audio) - self._buf_start) / BYTES_PER_MS
-        if have_ms < MIN_COMMIT_MS:
-            raise RealtimeError("input_audio_buffer_commit_empty", "Error committing input audio buffer: buffer "
-                                f"too small. Expected at least {MIN_COMMIT_MS}ms of audio, but buffer only has "
-                                f"{have_ms:.2f}ms of audio.")
-        item_id = self._speech[0] if self._speech else new_id("item")
-        if self._vad is not None:
-            self._vad.reset()
-        self._speech = None
-        await self._commit(item_id, self._buf_start, len(self.audio))
-
-    async def _on_input_audio_buffer_clear(self, ev: dict) -> None:
-        self._buf_start = len(self.audio)
-        if self._vad is not None:
-            self._vad.reset()
-        self._speech = None
-        await self._send("input_audio_buffer.cleared")
-
-    async def _commit(self, item_id: str, start: int, end: int) -> None:
-        start = max(start, 0)
-        end = min(end, len(self.audio))
-        self._last_utterance = bytes(self.audio[start:end])
-        self._buf_start = max(self._buf_start, end)
-        prev = self._last_item_id()
-        await self._send("input_audio_buffer.committed", previous_item_id=prev, item_id=item_id)
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                "content": [{"type": "input_audio", "transcript": None}]}
-        await self._add_item(item, prev)
-        if self.config["audio"]["input"]["transcription"] is not None:
-            text = f"({len(self._last_utterance) / BYTES_PER_MS / 1000:.1f} s of audio)"
-            base = {"item_id": item_id, "content_index": 0}
-            await self._send("conversation.item.input_audio_transcription.delta", **base, delta=text)
-            await self._send("conversation.item.input_audio_transcription.completed", **base, transcript=text,
-                             usage={"type": "duration", "seconds": round(len(self._last_utterance) / 48000, 3)})
-
 
 class FakeRealtimeServer:
     """The fake server. ``mode``: "tone" (sine at ``tone_hz`` for ``tone_seconds``, -12 dBFS), "echo"
@@ -285,13 +208,21 @@ class FakeRealtimeServer:
     ``vad_threshold_dbfs``: energy threshold matching the session's ``threshold`` 0.5.
     ``max_session_s``: expire sessions after this long (None: never). ``reject_after_upgrade``: fail
     auth like the live API (101, then ``error`` + close 3000) instead of HTTP 401, and a missing
-    ``model`` with ``missing_model`` + close 4000 instead of defaulting to gpt-realtime."""
+    ``model`` with ``missing_model`` + close 4000 instead of defaulting to gpt-realtime.
+
+    ``script``: one entry per response, used in order by each session's responses (whether VAD or
+    ``response.create`` starts them); once a session has used them all, ``mode`` applies again.
+    An entry (every key optional) is ``{"audio": "tone"|"echo"|"none", "tone_hz", "tone_seconds",
+    "transcript", "text", "function_call": {"name", "arguments": dict|str}}``: no "audio" means
+    ``mode``'s audio; "none" means no assistant message unless "text" is given (then a text message);
+    "text" is also the message text of a text-modality response (default: the transcript). A
+    ``function_call`` adds a function_call item after the message (A.9)."""
 
     def __init__(self, *, mode: str = "echo", tone_hz: float = 440.0, tone_seconds: float = 2.0,
                  wav_path: str | None = None, host: str = "127.0.0.1", port: int = 0, speed: float = 4.0,
                  api_key: str | None = None, vad_threshold_dbfs: float = -40.0, response_delay_s: float = 0.0,
                  seed: int | None = None, max_session_s: float | None = None,
-                 reject_after_upgrade: bool = False) -> None:
+                 reject_after_upgrade: bool = False, script: list[dict] | None = None) -> None:
         if mode not in ("tone", "echo", "wav"):
             raise ValueError(f"mode must be 'tone', 'echo' or 'wav', not {mode!r}")
         if mode == "wav" and not wav_path:
@@ -302,6 +233,7 @@ class FakeRealtimeServer:
         self.host, self.port, self.speed, self.api_key = host, port, speed, api_key
         self.vad_threshold_dbfs, self.response_delay_s, self.seed = vad_threshold_dbfs, response_delay_s, seed
         self.max_session_s, self.reject_after_upgrade = max_session_s, reject_after_upgrade
+        self.script = check_script(script)  # ValueError on a malformed entry
         self.url = ""
         self.sessions: list[FakeSession] = []
         self.tone_pcm = audio_gen.tone(tone_hz, tone_seconds, RATE, dbfs=-12.0, fade_ms=5)

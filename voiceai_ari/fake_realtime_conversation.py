@@ -11,6 +11,13 @@ Event order follows A.7.1: ``response.created`` -> ``rate_limits.updated`` -> ``
 (``response.cancel`` or barge-in) still gets every "...done" event, then ``response.done`` with status
 ``cancelled``. Audio chunks are 10..200 ms (seeded RNG) and paced at ``speed`` x real time against an
 absolute schedule.
+
+A scripted response (``FakeRealtimeServer(script=...)``) may add a function call after its message (A.9):
+``response.output_item.added`` (function_call, in_progress, ``arguments:""``) -> ``conversation.item.added``
+-> 1..3 x ``response.function_call_arguments.delta`` -> ``response.function_call_arguments.done`` ->
+``conversation.item.done`` -> ``response.output_item.done`` -> ``response.done`` listing both items. A
+``function_call_output`` item is refused (``invalid_tool_call_id``) unless its ``call_id`` belongs to a
+function_call item in the conversation.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import base64
 import copy
 import logging
 import os
+import string
 from dataclasses import dataclass, field
 
+from . import audio_gen
 from .fake_realtime_schema import SERVER_ERROR_MESSAGE, RealtimeError, check_item, check_response_params, need, new_id
 
 log = logging.getLogger(__name__)
@@ -34,6 +43,7 @@ BYTES_PER_MS = RATE * 2 // 1000  # 48
 class _Response:
     id: str
     params: dict
+    script: dict | None = None  # the script entry this response plays, if any
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
     task: asyncio.Task | None = None
@@ -41,7 +51,7 @@ class _Response:
 
 class ConversationMixin:
     """Needs from the session: server, config, conversation_id, responses, _items, _item_audio_ms,
-    _last_utterance, _active, _audio_produced, _rng, _send, _error, _spawn."""
+    _last_utterance, _active, _audio_produced, _rng, _script, _send, _error, _spawn."""
 
     # ---- conversation items ---------------------------------------------------------------------
     def _last_item_id(self) -> str | None:
@@ -62,6 +72,11 @@ class ConversationMixin:
         item = check_item(ev.get("item"))
         if item["id"] in self._items:
             raise RealtimeError("invalid_value", f"Item with id '{item['id']}' already exists.", "item.id")
+        if item["type"] == "function_call_output" and not any(
+                i["type"] == "function_call" and i.get("call_id") == item["call_id"] for i in self._items.values()):
+            # code and text as the live API sends them (livekit/agents#3344)
+            raise RealtimeError("invalid_tool_call_id", f"Tool call ID '{item['call_id']}' not found in "
+                                "conversation.")
         prev = ev.get("previous_item_id", self._last_item_id())
         if prev is not None and prev != "root" and prev not in self._items:
             raise RealtimeError("invalid_value", f"Previous item with id '{prev}' not found.", "previous_item_id")
@@ -108,7 +123,7 @@ class ConversationMixin:
         await self._cancel_response("client_cancelled")
 
     def _start_response(self, params: dict) -> None:
-        r = _Response(new_id("resp"), params)
+        r = _Response(new_id("resp"), params, self._script.pop(0) if self._script else None)
         self._active = r
         r.task = self._spawn(self._run_response(r))
 
@@ -132,14 +147,27 @@ class ConversationMixin:
             if self._active is r:
                 self._active = None
 
-    def _content(self) -> tuple[bytes, str]:
-        """(audio, transcript) of the next response; echo falls back to the tone until a turn is committed."""
-        srv = self.server
-        if srv.mode == "echo" and self._last_utterance:
-            return self._last_utterance, "(echo)"
-        if srv.mode == "wav":
-            return srv.wav_pcm, f"({os.path.basename(srv.wav_path)})"
-        return srv.tone_pcm, f"(tone {srv.tone_hz:g} Hz)"
+    def _content(self, spec: dict | None) -> tuple[bytes, str]:
+        """(audio, transcript) of the next response: the script entry's, else the mode's; echo falls back
+        to the tone until a turn is committed."""
+        srv, kind = self.server, (spec or {}).get("audio")
+        if kind is None:
+            kind = srv.mode
+        if kind == "none":
+            pcm, text = b"", ""
+        elif kind == "echo" and self._last_utterance:
+            pcm, text = self._last_utterance, "(echo)"
+        elif kind == "wav":
+            pcm, text = srv.wav_pcm, f"({os.path.basename(srv.wav_path)})"
+        elif spec and ("tone_hz" in spec or "tone_seconds" in spec):
+            hz = spec.get("tone_hz", srv.tone_hz)
+            pcm = audio_gen.tone(hz, spec.get("tone_seconds", srv.tone_seconds), RATE, dbfs=-12.0, fade_ms=5)
+            text = f"(tone {hz:g} Hz)"
+        else:
+            pcm, text = srv.tone_pcm, f"(tone {srv.tone_hz:g} Hz)"
+        if spec and spec.get("transcript") is not None:
+            text = spec["transcript"]
+        return pcm, text
 
     def _pieces(self, text: str) -> list[str]:
         k = min(len(text), self._rng.randint(2, 4))
@@ -167,7 +195,7 @@ class ConversationMixin:
             return False
 
     async def _stream_response(self, r: _Response) -> None:
-        cfg, p = self.config, r.params
+        cfg, p, spec = self.config, r.params, r.script
         modality = (p.get("output_modalities") or cfg["output_modalities"])[0]
         out_audio = copy.deepcopy(cfg["audio"]["output"])
         out_audio.update(p.get("audio", {}).get("output", {}))
@@ -182,6 +210,41 @@ class ConversationMixin:
         await self._send("rate_limits.updated", rate_limits=[
             {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
             {"name": "tokens", "limit": 40000, "remaining": 35000, "reset_seconds": 7.5}])
+        pcm, text = self._content(spec)
+        silent = spec is not None and spec.get("audio") == "none"
+        if spec is not None and spec.get("text") is not None and (silent or modality == "text"):
+            text = spec["text"]
+        t0 = asyncio.get_running_loop().time() + self.server.response_delay_s
+        output, cancelled, sent_bytes, sent_text = [], False, 0, ""
+        if not (silent and (spec.get("text") is None)):
+            item, cancelled, sent_bytes, sent_text = await self._stream_message(
+                r, t0, modality == "audio" and not silent, pcm, text, in_conv)
+            output.append(item)
+        elif await self._until(r, t0):
+            cancelled = True
+        call = (spec or {}).get("function_call")
+        if call is not None and not cancelled:
+            item = await self._stream_function_call(r, call, len(output), in_conv)
+            output.append(item)
+            sent_text += item["arguments"]
+        in_tokens = 120 + len(self._last_utterance or b"") // (BYTES_PER_MS * 100)
+        out_audio_tok, out_text_tok = int(sent_bytes / BYTES_PER_MS / 50), max(1, len(sent_text) // 4)
+        resp.update(status="cancelled" if cancelled else "completed", output=copy.deepcopy(output),
+                    status_details={"type": "cancelled", "reason": r.reason} if cancelled else None,
+                    usage={"total_tokens": in_tokens + out_audio_tok + out_text_tok, "input_tokens": in_tokens,
+                           "output_tokens": out_audio_tok + out_text_tok,
+                           "input_token_details": {"text_tokens": 120, "audio_tokens": in_tokens - 120,
+                                                   "image_tokens": 0, "cached_tokens": 0, "cached_tokens_details":
+                                                   {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
+                           "output_token_details": {"text_tokens": out_text_tok, "audio_tokens": out_audio_tok}})
+        if self._active is r:
+            self._active = None
+        self.responses.append(resp)
+        await self._send("response.done", response=copy.deepcopy(resp))
+
+    async def _stream_message(self, r: _Response, t0: float, is_audio: bool, pcm: bytes, text: str,
+                              in_conv: bool) -> tuple[dict, bool, int, str]:
+        """The assistant message item at output_index 0; returns (item, cancelled, audio bytes, text sent)."""
         item_id = new_id("item")
         item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
                 "role": "assistant", "content": []}
@@ -191,17 +254,13 @@ class ConversationMixin:
         if in_conv:
             self._items[item_id] = item
             await self._send("conversation.item.added", previous_item_id=prev, item=copy.deepcopy(item))
-        pcm, text = self._content()
-        is_audio = modality == "audio"
         kind, key = ("audio", "transcript") if is_audio else ("text", "text")
         await self._send("response.content_part.added", **ids, content_index=0, part={"type": kind, key: ""})
-        pieces = self._pieces(text)
+        pieces = self._pieces(text) if text else []
         chunks = self._chunks(pcm) if is_audio else [b""] * len(pieces)
         sent_text, sent_bytes = "", 0
         if is_audio:
             self._item_audio_ms[item_id] = 0.0
-        loop = asyncio.get_running_loop()
-        t0 = loop.time() + self.server.response_delay_s
         speed = max(self.server.speed, 1e-6)
         cancelled = False
         for i, chunk in enumerate(chunks):
@@ -237,17 +296,29 @@ class ConversationMixin:
         if in_conv:
             await self._send("conversation.item.done", previous_item_id=prev, item=copy.deepcopy(item))
         await self._send("response.output_item.done", response_id=r.id, output_index=0, item=copy.deepcopy(item))
-        in_tokens = 120 + len(self._last_utterance or b"") // (BYTES_PER_MS * 100)
-        out_audio_tok, out_text_tok = int(sent_bytes / BYTES_PER_MS / 50), max(1, len(sent_text) // 4)
-        resp.update(status="cancelled" if cancelled else "completed", output=[copy.deepcopy(item)],
-                    status_details={"type": "cancelled", "reason": r.reason} if cancelled else None,
-                    usage={"total_tokens": in_tokens + out_audio_tok + out_text_tok, "input_tokens": in_tokens,
-                           "output_tokens": out_audio_tok + out_text_tok,
-                           "input_token_details": {"text_tokens": 120, "audio_tokens": in_tokens - 120,
-                                                   "image_tokens": 0, "cached_tokens": 0, "cached_tokens_details":
-                                                   {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
-                           "output_token_details": {"text_tokens": out_text_tok, "audio_tokens": out_audio_tok}})
-        if self._active is r:
-            self._active = None
-        self.responses.append(resp)
-        await self._send("response.done", response=copy.deepcopy(resp))
+        return item, cancelled, sent_bytes, sent_text
+
+    async def _stream_function_call(self, r: _Response, call: dict, index: int, in_conv: bool) -> dict:
+        """A function_call output item (A.9): added, argument deltas, arguments.done, done."""
+        name, args = call["name"], call["arguments"]
+        call_id = "call_" + "".join(self._rng.choices(string.ascii_letters + string.digits, k=16))
+        item = {"id": new_id("item"), "object": "realtime.item", "type": "function_call", "status": "in_progress",
+                "name": name, "call_id": call_id, "arguments": ""}
+        prev = self._last_item_id()
+        await self._send("response.output_item.added", response_id=r.id, output_index=index,
+                         item=copy.deepcopy(item))
+        if in_conv:
+            self._items[item["id"]] = item
+            await self._send("conversation.item.added", previous_item_id=prev, item=copy.deepcopy(item))
+        ids = {"response_id": r.id, "item_id": item["id"], "output_index": index, "call_id": call_id}
+        k = max(1, min(len(args), self._rng.randint(2, 3)))
+        cuts = sorted(self._rng.sample(range(1, len(args)), k - 1)) if k > 1 else []
+        for a, b in zip([0, *cuts], [*cuts, len(args)], strict=True):
+            await self._send("response.function_call_arguments.delta", **ids, delta=args[a:b])
+        await self._send("response.function_call_arguments.done", **ids, name=name, arguments=args)
+        item.update(status="completed", arguments=args)
+        if in_conv:
+            await self._send("conversation.item.done", previous_item_id=prev, item=copy.deepcopy(item))
+        await self._send("response.output_item.done", response_id=r.id, output_index=index,
+                         item=copy.deepcopy(item))
+        return item

@@ -8,6 +8,7 @@ Validation is all-or-nothing: a rejected ``session.update`` changes nothing, as 
 from __future__ import annotations
 
 import copy
+import json
 import time
 import uuid
 from typing import Any
@@ -258,6 +259,8 @@ def check_response_params(params: Any) -> dict:
     check_keys(params, RESPONSE_FIELDS, "response.")  # beta: modalities, voice, output_audio_format
     if "output_modalities" in params:
         _check_modalities(params["output_modalities"], "response.output_modalities")
+    if "instructions" in params and not isinstance(params["instructions"], str):
+        raise bad_type("response.instructions", "a string", params["instructions"])
     if params.get("conversation", "auto") not in ("auto", "none"):
         raise bad_value("response.conversation", params["conversation"], ("auto", "none"))
     if "tools" in params:
@@ -313,4 +316,45 @@ def check_item(item: Any) -> dict:
     out.setdefault("id", new_id("item"))
     out["object"] = "realtime.item"
     out.setdefault("status", "completed")
+    return out
+
+
+SCRIPT_KEYS = {"audio", "tone_hz", "tone_seconds", "transcript", "text", "function_call"}
+
+
+def check_script(script: Any) -> list[dict]:
+    """Validate a ``FakeRealtimeServer(script=...)`` list (see there); ValueError names the bad entry.
+    Returns normalised copies: function_call arguments as a JSON string."""
+    if script is None:
+        return []
+    if not isinstance(script, list):
+        raise ValueError("script must be a list of dicts")
+    out = []
+    for i, entry in enumerate(script):
+        where = f"script[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a dict, not {type(entry).__name__}")
+        if set(entry) - SCRIPT_KEYS:
+            raise ValueError(f"{where}: unknown keys {sorted(set(entry) - SCRIPT_KEYS)}")
+        e = copy.deepcopy(entry)
+        if e.get("audio") not in (None, "tone", "echo", "none"):
+            raise ValueError(f"{where}.audio must be 'tone', 'echo' or 'none', not {e['audio']!r}")
+        for key in ("tone_hz", "tone_seconds"):
+            if key in e and (isinstance(e[key], bool) or not isinstance(e[key], (int, float)) or e[key] <= 0):
+                raise ValueError(f"{where}.{key} must be a positive number")
+        for key in ("transcript", "text"):
+            if e.get(key) is not None and not isinstance(e[key], str):
+                raise ValueError(f"{where}.{key} must be a string")
+        fc = e.get("function_call")
+        if fc is not None:
+            if not isinstance(fc, dict) or not isinstance(fc.get("name"), str) or not fc["name"]:
+                raise ValueError(f"{where}.function_call needs a 'name' string")
+            if set(fc) - {"name", "arguments"}:
+                raise ValueError(f"{where}.function_call: unknown keys {sorted(set(fc) - {'name', 'arguments'})}")
+            args = fc.get("arguments", {})
+            if not isinstance(args, (dict, str)):
+                raise ValueError(f"{where}.function_call.arguments must be a dict or a string")
+            e["function_call"] = {"name": fc["name"],
+                                  "arguments": args if isinstance(args, str) else json.dumps(args)}
+        out.append(e)
     return out

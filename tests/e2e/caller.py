@@ -1,21 +1,16 @@
-"""The caller of the end-to-end tests: sipp does the SIP signalling, a Python RTP endpoint (``Phone``) is
-the phone's media, so the test hears exactly what a phone would hear, with arrival times, and no capture.
+"""The caller of the end-to-end tests: sipp does the SIP signalling, a Python RTP endpoint (``Phone``, in
+``phone.py``) is the phone's media.
 
     phone = Phone("g722")                       # binds 127.0.0.1:<even port> (+1 swallows RTCP)
     phone.play(analysis.tone(1000, 1.0))        # int16 LE 16 kHz; queued, sent once the call is up
     res = await place_call("300", phone=phone, call_seconds=3, workdir=tmp_path)
     pcm = res.audio_16k()                       # what the phone received, decoded
 
-Media: one RTP packet every 20 ms on an absolute monotonic schedule (no drift), PT 9 G.722 (one
-persistent encoder, RTP timestamp +160 per packet: G.722's RTP clock is 8000 Hz) or PT 8 PCMA (audio
-resampled 16 -> 8 kHz at ``play()``). When nothing is queued the phone sends encoded silence, like a real
-phone without silence suppression (Asterisk's simple_bridge only forwards the caller -> app direction while
-the caller sends). Sending starts as soon as the far end's media address is known: from the 200 OK's SDP
-answer (the scenario writes it to a file the moment the call is up) or, if that comes later, from the
-first RTP packet received. Asterisk's Echo() never sends first, so the SDP answer is what starts it.
-
 Signalling: ``tests/e2e/uac.xml`` with sipp ``-key`` parameters. The caller waits up to ``call_seconds``
 for the far end's BYE and hangs up itself if none came (``CallResult.got_bye`` says which happened).
+``info_dtmf=[(seconds after the answer, digit), ...]`` adds SIP INFO DTMF (``application/dtmf-relay``) to
+the call: the scenario is then generated from uac.xml (``info_scenario``), the BYE wait is cut into pieces
+with one INFO (each expecting 200) between them, and the far end's BYE is still answered at any point.
 Every sipp instance gets its own SIP, media (-mp, unused but always opened) and control ports (-cp),
 all on 127.0.0.1, so calls can run concurrently.
 """
@@ -27,315 +22,22 @@ import collections
 import contextlib
 import math
 import os
-import random
 import re
 import shutil
-import socket
-import struct
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import analysis
+from .phone import CODECS, DTMF_PT, HOST, PTIME, Phone, RtpPacket, _free_port_block, _handed_out
+
+__all__ = ["CODECS", "DTMF_PT", "HOST", "PTIME", "CallResult", "InfoDtmf", "Phone", "RtpPacket", "SipEvent", "ari",
+           "cleanup_workdir", "find_channel", "hangup_from_asterisk", "info_scenario", "place_call",
+           "sipp_binary", "start_sandbox"]
 
 UAC_XML = Path(__file__).with_name("uac.xml")
-HOST = "127.0.0.1"
-PTIME = 0.020
-DTMF_PT = 101
-
-CODECS = {
-    # name: (payload type, rtpmap name, audio rate of the codec, samples per 20 ms at that rate)
-    "g722": (9, "G722", 16000, 320),
-    "pcma": (8, "PCMA", 8000, 160),
-}
-
-
-# ------------------------------------------------------------------------------------------------ RTP
-@dataclass(frozen=True)
-class RtpPacket:
-    pt: int
-    seq: int
-    ts: int
-    marker: bool
-    ssrc: int
-    payload: bytes
-    src: tuple[str, int] | None = None
-
-    @classmethod
-    def parse(cls, data: bytes, src: tuple[str, int] | None = None) -> RtpPacket | None:
-        if len(data) < 12 or data[0] >> 6 != 2:
-            return None
-        b0, b1, seq, ts, ssrc = struct.unpack("!BBHII", data[:12])
-        off = 12 + 4 * (b0 & 0x0F)
-        if b0 & 0x10:  # header extension
-            if len(data) < off + 4:
-                return None
-            off += 4 + 4 * int.from_bytes(data[off + 2:off + 4], "big")
-        end = len(data)
-        if b0 & 0x20 and end > off:  # padding
-            end -= data[-1]
-        if end < off:
-            return None
-        return cls(b1 & 0x7F, seq, ts, bool(b1 & 0x80), ssrc, bytes(data[off:end]), src)
-
-    def pack(self) -> bytes:
-        return struct.pack("!BBHII", 0x80, (0x80 if self.marker else 0) | self.pt, self.seq & 0xFFFF,
-                           self.ts & 0xFFFFFFFF, self.ssrc) + self.payload
-
-
-def _is_rtcp(data: bytes) -> bool:
-    return len(data) >= 2 and data[0] >> 6 == 2 and 200 <= data[1] <= 206
-
-
-# ------------------------------------------------------------------------------------------------ ports
-_handed_out: set[int] = set()  # never give the same port twice in this process
-
-
-def _bind_udp(port: int) -> socket.socket | None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((HOST, port))
-        return s
-    except OSError:
-        s.close()
-        return None
-
-
-def _free_port_block(offsets: tuple[int, ...], even: bool = False) -> tuple[int, list[socket.socket]]:
-    """A base port p such that p+o is free on 127.0.0.1 for every o in offsets; the sockets holding them are
-    returned still bound (close them right before handing the ports to someone else)."""
-    for _ in range(200):
-        probe = _bind_udp(0)
-        assert probe is not None
-        base = probe.getsockname()[1]
-        probe.close()
-        if even:
-            base &= ~1
-        if base + max(offsets) > 65535 or any(base + o in _handed_out for o in offsets):
-            continue
-        held = []
-        for o in offsets:
-            s = _bind_udp(base + o)
-            if s is None:
-                break
-            held.append(s)
-        if len(held) == len(offsets):
-            _handed_out.update(base + o for o in offsets)
-            return base, held
-        for s in held:
-            s.close()
-    raise RuntimeError("no free UDP port block on 127.0.0.1")
-
-
-# ------------------------------------------------------------------------------------------------ Phone
-class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, phone: Phone):
-        self.phone = phone
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.phone._on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable after the far end left
-        self.phone.send_errors += 1
-
-
-class _Sink(asyncio.DatagramProtocol):
-    def __init__(self, phone: Phone):
-        self.phone = phone
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.phone.rtcp_received += 1
-
-
-class Phone:
-    """The caller's RTP endpoint on 127.0.0.1:port (port 0 = an even free port; port+1 is bound too and
-    swallows RTCP). Create it, ``play()`` what the caller says, hand it to ``place_call``.
-
-    ``start_on="sdp"`` (default): start sending at the SDP answer or the first packet received, whichever
-    comes first. ``"rtp"``: stay silent until the far end has sent a packet (an experiment knob; Echo()
-    then never hears anything)."""
-
-    def __init__(self, codec: str = "g722", port: int = 0, start_on: str = "sdp"):
-        if start_on not in ("sdp", "rtp"):
-            raise ValueError("start_on must be 'sdp' (SDP answer or first RTP packet) or 'rtp' (first RTP only)")
-        self.start_on = start_on
-        if codec not in CODECS:
-            raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
-        self.codec = codec
-        self.pt, self.codec_name, self.rate, self.spf = CODECS[codec]
-        if port:
-            rtp = _bind_udp(port)
-            if rtp is None:
-                raise OSError(f"UDP {HOST}:{port} is in use")
-            held = [rtp]
-            rtcp = _bind_udp(port + 1)
-            if rtcp is not None:
-                held.append(rtcp)
-        else:
-            port, held = _free_port_block((0, 1), even=True)
-        self.port: int = port
-        self._socks = held
-        self.remote: tuple[str, int] | None = None
-        self.remote_from: str | None = None  # "sdp" or "rtp"
-        self.rx: list[tuple[float, RtpPacket]] = []
-        self.tx_times: list[float] = []  # loop.time() of every packet sent (voice and DTMF)
-        self.rtcp_received = 0
-        self.send_errors = 0
-        self.late_resyncs = 0  # times the sender fell > 3 packets behind and skipped ahead
-        self._audio = np.zeros(0, dtype=np.int16)  # queued samples at the codec rate
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._remote_known = asyncio.Event()
-        self._dtmf: collections.deque = collections.deque()
-        self._event_ts: int | None = None  # RTP timestamp of the DTMF event being sent
-        self._transport: asyncio.DatagramTransport | None = None
-        self._rtcp_transport: asyncio.DatagramTransport | None = None
-        self._task: asyncio.Task | None = None
-        self._closed = False
-        self.ssrc = random.getrandbits(32)
-        self._seq = random.getrandbits(16)
-        self._ts = random.getrandbits(32)
-        if codec == "g722":
-            import G722
-
-            self._g722 = G722.G722(16000, 64000)  # ONE encoder for the whole stream
-
-    # ---- audio in
-    def play(self, pcm16k_le: bytes) -> None:
-        """Queue int16 LE 16 kHz audio; it goes out after what is already queued (silence when idle)."""
-        x = analysis.as_array(pcm16k_le)
-        if self.rate != 16000:
-            x = analysis.resample(x, 16000, self.rate)
-        x = np.clip(np.round(x), -32768, 32767).astype(np.int16)
-        self._audio = np.concatenate([self._audio, x])
-        if self._audio.size:
-            self._drained.clear()
-
-    @property
-    def queued_seconds(self) -> float:
-        return self._audio.size / self.rate
-
-    async def drained(self) -> None:
-        """Wait until everything queued with ``play()`` has been sent."""
-        await self._drained.wait()
-
-    def send_dtmf(self, digits: str, duration_ms: int = 100, gap_ms: int = 100) -> None:
-        """Queue RFC 4733 events (PT 101): per digit ``duration_ms`` of event packets (voice paused, its
-        queued audio skipped), three End packets, then ``gap_ms`` of voice."""
-        for d in digits:
-            code = analysis.DTMF_EVENTS.index(d.upper())
-            n = max(1, round(duration_ms / 20))
-            for i in range(n):
-                self._dtmf.append((code, (i + 1) * 160, False, i == 0))
-            for _ in range(3):
-                self._dtmf.append((code, n * 160, True, False))
-            self._dtmf.extend([None] * max(0, round(gap_ms / 20)))
-
-    # ---- lifecycle
-    @property
-    def started(self) -> bool:
-        return self._task is not None
-
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=self._socks[0])
-        if len(self._socks) > 1:
-            self._rtcp_transport, _ = await loop.create_datagram_endpoint(lambda: _Sink(self), sock=self._socks[1])
-        self._task = asyncio.create_task(self._send_loop(), name=f"phone-{self.port}")
-
-    async def stop(self) -> None:
-        """Stop sending and close the sockets (idempotent). What was received stays in ``rx``."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if not self._closed:
-            self._closed = True
-            for t in (self._transport, self._rtcp_transport):
-                if t is not None:
-                    t.close()
-            if self._transport is None:
-                for s in self._socks:
-                    s.close()
-            _handed_out.discard(self.port)
-            _handed_out.discard(self.port + 1)
-
-    def set_remote(self, addr: tuple[str, int], source: str = "sdp") -> None:
-        """Where to send (the far end's RTP address). The first call wins; with ``start_on="rtp"`` only the
-        source of the first received RTP packet counts (to observe whether the far end sends first)."""
-        if self.remote is None and (source == "rtp" or self.start_on == "sdp"):
-            self.remote = (addr[0], int(addr[1]))
-            self.remote_from = source
-            self._remote_known.set()
-
-    # ---- internals
-    def _on_datagram(self, data: bytes, addr) -> None:
-        t = asyncio.get_running_loop().time()
-        if _is_rtcp(data):
-            self.rtcp_received += 1
-            return
-        pkt = RtpPacket.parse(data, (addr[0], addr[1]))
-        if pkt is None:
-            return
-        self.rx.append((t, pkt))
-        if self.remote is None:
-            self.set_remote((addr[0], addr[1]), "rtp")
-
-    def _next_audio(self) -> np.ndarray:
-        n = self.spf
-        frame = self._audio[:n]
-        self._audio = self._audio[n:]
-        if frame.size < n:
-            frame = np.concatenate([frame, np.zeros(n - frame.size, dtype=np.int16)])
-        if self._audio.size == 0:
-            self._drained.set()
-        return frame
-
-    def _encode(self, frame: np.ndarray) -> bytes:
-        if self.codec == "g722":
-            return bytes(self._g722.encode(frame))
-        return analysis.alaw_encode(frame)
-
-    def _build_packet(self, first: bool) -> bytes:
-        frame = self._next_audio()  # the audio timeline advances even while DTMF replaces voice
-        item = self._dtmf.popleft() if self._dtmf else None
-        ts = self._ts
-        if item is None:
-            pkt = RtpPacket(self.pt, self._seq, ts, first, self.ssrc, self._encode(frame))
-            self._event_ts = None
-        else:
-            code, dur, end, ev_first = item
-            if ev_first or self._event_ts is None:
-                self._event_ts = ts
-            payload = bytes([code, (0x80 if end else 0) | 10]) + dur.to_bytes(2, "big")
-            pkt = RtpPacket(DTMF_PT, self._seq, self._event_ts, ev_first, self.ssrc, payload)
-        self._seq = (self._seq + 1) & 0xFFFF
-        self._ts = (self._ts + 160) & 0xFFFFFFFF  # 8000 Hz RTP clock for both G.722 and PCMA
-        return pkt.pack()
-
-    async def _send_loop(self) -> None:
-        await self._remote_known.wait()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        k = 0
-        while True:
-            due = t0 + k * PTIME
-            now = loop.time()
-            if now < due:
-                await asyncio.sleep(due - now)
-            elif now - due > 3 * PTIME:  # blocked loop: do not burst, skip ahead
-                self.late_resyncs += 1
-                t0, k = now, 0
-            data = self._build_packet(first=not self.tx_times)
-            assert self._transport is not None and self.remote is not None
-            self._transport.sendto(data, self.remote)
-            self.tx_times.append(loop.time())
-            k += 1
 
 
 # ------------------------------------------------------------------------------------------------ result
@@ -344,6 +46,21 @@ class SipEvent:
     t: float  # loop.time() scale (converted from sipp's wall-clock log)
     direction: str  # "sent" | "recv"
     line: str  # first line: "INVITE sip:...", "SIP/2.0 200 OK", "BYE sip:..."
+    text: str = field(default="", repr=False)  # the whole message as logged (headers and body)
+
+    def header(self, name: str) -> str | None:
+        m = re.search(rf"^{re.escape(name)}\s*:\s*(.*?)\s*$", self.text, re.M | re.I)
+        return m.group(1) if m else None
+
+
+@dataclass(frozen=True)
+class InfoDtmf:
+    """One SIP INFO DTMF the caller sent (``place_call(info_dtmf=...)``) and the final answer to it."""
+    digit: str
+    t_sent: float  # loop.time(): first transmission
+    cseq: int
+    status: int | None  # final response code (200 expected), None if none came
+    t_answered: float | None  # loop.time() of that response
 
 
 @dataclass
@@ -365,6 +82,7 @@ class CallResult:
     t_answered: float | None = None  # when the SDP answer reached the phone (just after 200 OK + ACK)
     t_end: float = 0.0  # when sipp exited
     timed_out: bool = False  # sipp had to be killed
+    info_dtmf_requested: list[tuple[float, str]] = field(default_factory=list)  # place_call(info_dtmf=...)
 
     @property
     def pt(self) -> int:
@@ -420,6 +138,23 @@ class CallResult:
                 return e.t
         return None
 
+    def info_dtmf(self) -> list[InfoDtmf]:
+        """The SIP INFO DTMF requests the caller sent (one per CSeq, retransmissions folded), in order,
+        each with its final response, all read from sipp's message log."""
+        out: list[InfoDtmf] = []
+        for e in self.sip_events:
+            cseq = (e.header("CSeq") or "").split()
+            if e.direction != "sent" or not e.line.startswith("INFO ") or len(cseq) != 2 or \
+                    any(i.cseq == int(cseq[0]) for i in out):
+                continue
+            m = re.search(r"^Signal\s*=\s*(\S+)", e.text, re.M)
+            resp = next((r for r in self.sip_events if r.direction == "recv" and r.line.startswith("SIP/2.0 ")
+                         and int(r.line.split()[1]) >= 200 and (r.header("CSeq") or "").split() == cseq), None)
+            out.append(InfoDtmf(m.group(1) if m else "", e.t, int(cseq[0]),
+                                None if resp is None else int(resp.line.split()[1]),
+                                None if resp is None else resp.t))
+        return out
+
     def summary(self) -> str:
         """One-paragraph description for assertion messages."""
         times = self.rx_times()
@@ -437,9 +172,77 @@ _MSG_HEAD = re.compile(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n(\w+)
 
 def _parse_messages(text: str, wall_to_loop: float) -> list[SipEvent]:
     out = []
-    for m in _MSG_HEAD.finditer(text):
+    heads = list(_MSG_HEAD.finditer(text))
+    for m, nxt in zip(heads, [*heads[1:], None], strict=True):
         wall = time.mktime(time.strptime(m.group(1).split(".")[0], "%Y-%m-%d %H:%M:%S")) + float("0." + m.group(1).split(".")[1])
-        out.append(SipEvent(wall + wall_to_loop, "sent" if m.group(3) == "sent" else "recv", m.group(4).strip()))
+        body = text[m.start(4):nxt.start() if nxt is not None else len(text)].strip()
+        direction = "sent" if m.group(3) == "sent" else "recv"
+        out.append(SipEvent(wall + wall_to_loop, direction, m.group(4).strip(), body))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ SIP INFO DTMF
+INFO_DIGITS = "0123456789*#ABCD"
+_BYE_WAIT = '<recv request="BYE" ontimeout="caller_bye"/>'
+_INFO = """
+  <!-- INFO DTMF {n}: '{digit}' at {t:.3f} s after the answer -->
+  <recv request="BYE" timeout="{wait_ms}" ontimeout="info_{n}" next="got_bye"/>
+  <label id="info_{n}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration={duration_ms}
+
+    ]]>
+  </send>
+  <recv request="BYE" optional="true" next="got_bye"/>
+  <recv response="200" timeout="5000"/>
+"""
+
+
+def info_scenario(info_dtmf: list[tuple[float, str]], call_seconds: float, duration_ms: int = 160) -> str:
+    """uac.xml with SIP INFO DTMF: the single wait for the far end's BYE (up to -recv_timeout) becomes a wait
+    until each INFO's time, the INFO (``application/dtmf-relay``, ``Signal=<digit>``, ``Duration=``; a
+    response other than 200 fails the call), ..., then a wait until ``call_seconds`` after the answer. Each
+    wait and each INFO transaction still takes the far end's BYE (jump to ``got_bye``: answer 200, done).
+    Times are relative to the answer, each wait measured from the end of the previous INFO transaction, so
+    the round trips (about a millisecond on loopback) add up."""
+    xml = UAC_XML.read_text(encoding="iso-8859-1")
+    if xml.count(_BYE_WAIT) != 1 or xml.count("CSeq: 2 BYE") != 1:
+        raise RuntimeError("uac.xml changed: cannot find the BYE wait / the caller's BYE to generate INFO DTMF")
+    blocks, prev = [], 0.0
+    for n, (t, digit) in enumerate(info_dtmf):
+        blocks.append(_INFO.format(n=n, digit=digit, t=t, wait_ms=max(1, round((t - prev) * 1000)),
+                                   cseq=2 + n, duration_ms=duration_ms))
+        prev = t
+    last = max(1, round((call_seconds - prev) * 1000))
+    blocks.append(f'\n  <recv request="BYE" timeout="{last}" ontimeout="caller_bye"/>\n  <label id="got_bye"/>')
+    return xml.replace(_BYE_WAIT, "".join(blocks).strip()).replace("CSeq: 2 BYE", f"CSeq: {2 + len(info_dtmf)} BYE")
+
+
+def _check_info_dtmf(info_dtmf, call_seconds: float) -> list[tuple[float, str]]:
+    out, prev = [], 0.0
+    for item in info_dtmf:
+        t, digit = item
+        t = float(t)
+        if not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in INFO_DIGITS:
+            raise ValueError(f"info_dtmf digit must be one of {INFO_DIGITS!r}, got {digit!r}")
+        if not prev <= t <= call_seconds:
+            raise ValueError(f"info_dtmf times must be ascending within 0..call_seconds ({call_seconds}), got {t}")
+        out.append((t, digit.upper()))
+        prev = t
     return out
 
 
@@ -451,19 +254,27 @@ def sipp_binary() -> str | None:
 async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str = "caller",
                      codec: str | None = None, timeout: float = 60.0, workdir: Path,
                      server: str = "127.0.0.1:5060", call_id: str | None = None,
-                     extra_args: tuple[str, ...] = ()) -> CallResult:
+                     extra_args: tuple[str, ...] = (), info_dtmf: Sequence[tuple[float, str]] = (),
+                     info_duration_ms: int = 160) -> CallResult:
     """Call ``ext`` on ``server`` with sipp; the media is ``phone`` (started here if needed, stopped when
     the call ends). The call lasts at most ``call_seconds`` after the answer: if the far end has not sent
     BYE by then, the caller sends BYE. ``hangup`` states who is expected to end the call ("caller" or
     "remote"); it does not change the scenario, check ``result.got_bye``. ``call_id`` sets the SIP Call-ID
     (default: a fresh unique one, in ``result.call_id``); Asterisk shows it as ``CHANNEL(pjsip,call-id)``,
     which lets a test find the call's channel over ARI while the call runs. ``timeout`` bounds the whole
-    call (sipp -timeout; the process is killed 5 s later if still alive). Files land in ``workdir``."""
+    call (sipp -timeout; the process is killed 5 s later if still alive). Files land in ``workdir``.
+
+    ``info_dtmf``: ``[(seconds after the answer, digit), ...]``, ascending, within ``call_seconds``: the
+    caller sends a SIP INFO (``application/dtmf-relay``, ``Signal=<digit>``, ``Duration=info_duration_ms``)
+    for each at that time and requires 200 for it (else the call fails). The call otherwise runs as without
+    them (a BYE from the far end is answered at any moment). ``result.info_dtmf()`` lists what was sent,
+    when, and the answers; the messages are also in ``result.sip_events``."""
     if hangup not in ("caller", "remote"):
         raise ValueError("hangup must be 'caller' or 'remote'")
     codec = codec or phone.codec
     if codec != phone.codec:
         raise ValueError(f"codec {codec!r} differs from the phone's {phone.codec!r}")
+    info = _check_info_dtmf(info_dtmf, call_seconds)
     sipp = sipp_binary()
     if sipp is None:
         raise RuntimeError("sipp not found (apt-get install sip-tester)")
@@ -476,12 +287,16 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
     answer_file = workdir / f"{tag}.answer"
     msg_file, err_file, out_file = (workdir / f"{tag}.{s}" for s in ("messages.log", "errors.log", "stdout.log"))
     pt, codec_name, _, _ = CODECS[codec]
+    scenario = UAC_XML
+    if info:  # the same scenario with the BYE wait cut up by INFOs (uac.xml itself stays untouched)
+        scenario = workdir / f"{tag}.uac_info.xml"
+        scenario.write_text(info_scenario(info, call_seconds, info_duration_ms), encoding="iso-8859-1")
 
     # ports: SIP, sipp's own media port and its +2 (video; both opened even when unused), control port
     sip_port, held_sip = _free_port_block((0,))
     mp, held_mp = _free_port_block((0, 1, 2, 3), even=True)
     cp, held_cp = _free_port_block((0,))
-    cmd = [sipp, "-sf", str(UAC_XML), "-s", ext, server,
+    cmd = [sipp, "-sf", str(scenario), "-s", ext, server,
            "-i", HOST, "-p", str(sip_port), "-mi", HOST, "-mp", str(mp), "-ci", HOST, "-cp", str(cp),
            "-m", "1", "-l", "1", "-nostdin", "-f", "3600", "-cid_str", call_id,
            "-recv_timeout", str(max(1, int(round(call_seconds * 1000)))),
@@ -542,7 +357,7 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
     return CallResult(ext=ext, call_id=call_id, codec=codec, sipp_rc=rc, sipp_stdout=read(out_file), sipp_errors=read(err_file),
                       sip_messages=messages, rx=list(phone.rx), tx_times=list(phone.tx_times), got_bye=got_bye,
                       answer=answer, remote_from=phone.remote_from, sip_events=events, t_start=t_start,
-                      t_answered=t_answered, t_end=t_end, timed_out=timed_out)
+                      t_answered=t_answered, t_end=t_end, timed_out=timed_out, info_dtmf_requested=info)
 
 
 def cleanup_workdir(workdir: Path) -> None:

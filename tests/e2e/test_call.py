@@ -22,11 +22,16 @@ AMP = 5000  # -16.3 dBFS
 
 
 async def no_leftovers(bot, timeout: float = 3.0) -> tuple[list, list, list[int]]:
-    """Wait for teardown; return (channels, bridges, ports still bound) - all empty when clean."""
+    """Wait for teardown; return (our channels, bridges, ports still bound) - all empty when clean.
+
+    "Ours" = in our Stasis app or an externalMedia channel: other tests' plain dialplan calls
+    (echo, playback) may run on the same sandbox at the same time."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
         _, chans = await ari("GET", "/channels")
+        chans = [c for c in chans if c["name"].startswith("UnicastRTP/")
+                 or c.get("dialplan", {}).get("app_name") == "Stasis"]
         _, bridges = await ari("GET", "/bridges")
         busy = []
         for port in bot.port_range():

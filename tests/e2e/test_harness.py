@@ -9,15 +9,29 @@ Extensions of the sandbox dialplan (context from-caller): 200 Playback(demo-cong
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
-import os
+import uuid
 import warnings
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
 from . import analysis as A
-from .caller import CallResult, Phone, RtpPacket, find_channel, hangup_from_asterisk, place_call
+from .caller import (
+    ARI_URL,
+    CallResult,
+    Phone,
+    RtpPacket,
+    _ari_headers,
+    ari,
+    find_channel,
+    hangup_from_asterisk,
+    info_scenario,
+    place_call,
+)
 
 AMP = 5000  # every test tone: amplitude 5000 = -16.3 dBFS
 AMP_DBFS = 20 * math.log10(AMP / 32768)
@@ -158,6 +172,109 @@ async def test_remote_hangup_and_dtmf(sandbox, tmp_path):
     assert await find_channel(call_id) is None
 
 
+class ChannelEvents:
+    """ARI events of one caller channel that is not in Stasis (e.g. in Echo()): a probe app (not "voiceai")
+    opens its events socket and subscribes to the channel, found by its SIP Call-ID."""
+
+    def __init__(self) -> None:
+        self.app = f"e2e-probe-{uuid.uuid4().hex[:8]}"  # own name: parallel runs must not replace each other
+        self.events: list[tuple[float, dict]] = []  # (loop.time() at receipt, event)
+        self.channel: dict | None = None
+
+    async def __aenter__(self) -> ChannelEvents:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(headers=_ari_headers())
+        url = ARI_URL.replace("http", "ws", 1) + f"/events?app={self.app}&subscribeAll=false"
+        self._ws = await self._session.ws_connect(url)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        async for msg in self._ws:
+            self.events.append((loop.time(), json.loads(msg.data)))
+
+    async def subscribe(self, call_id: str, wait: float = 2.0) -> dict:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while (c := await find_channel(call_id)) is None:
+            assert loop.time() < end, f"no channel with Call-ID {call_id}"
+            await asyncio.sleep(0.02)
+        status, _ = await ari("POST", f"/applications/{self.app}/subscription", eventSource=f"channel:{c['id']}")
+        assert status == 200, status
+        self.channel = c
+        return c
+
+    def dtmf(self) -> list[tuple[float, dict]]:
+        assert self.channel is not None
+        return [(t, e) for t, e in self.events if e.get("type") == "ChannelDtmfReceived"
+                and e["channel"]["id"] == self.channel["id"]]
+
+    async def __aexit__(self, *exc) -> None:
+        await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._session.close()
+
+
+@pytest.mark.e2e
+async def test_sip_info_dtmf(sandbox, tmp_path):
+    """place_call(info_dtmf=...): sipp sends SIP INFO 5 and 7 (application/dtmf-relay) 0.5 s and 1.0 s after
+    the answer and gets 200 for each; the call still lasts call_seconds. Asterisk decoded them: ARI reports
+    ChannelDtmfReceived 5 and 7 on the caller's channel (probe app subscribed to it), and Echo() plays them
+    back to the phone as RFC 4733 events (PT 101), after the RFC 4733 '3' the phone sent itself."""
+    phone = Phone("g722")
+    phone.send_dtmf("3", duration_ms=100)  # RFC 4733 from the phone, at the answer
+    call_id = f"e2e-info-dtmf-{uuid.uuid4().hex[:8]}@127.0.0.1"
+    async with ChannelEvents() as probe:
+        call = asyncio.create_task(place_call("300", phone=phone, call_seconds=2.0, workdir=tmp_path,
+                                              call_id=call_id, info_dtmf=[(0.5, "5"), (1.0, "7")]))
+        await probe.subscribe(call_id)
+        res = await call
+        await asyncio.sleep(0.2)
+    assert res.ok and not res.got_bye, res.summary()
+    ack = res.sip_time("ACK", "sent")
+    # the call length is unchanged: the caller's BYE goes out call_seconds after the answer, CSeq after the INFOs
+    bye = next(e for e in res.sip_events if e.direction == "sent" and e.line.startswith("BYE "))
+    assert 1.95 < bye.t - ack < 2.1 and bye.header("CSeq") == "4 BYE", res.summary()
+    info = res.info_dtmf()
+    assert [(i.digit, i.cseq, i.status) for i in info] == [("5", 2, 200), ("7", 3, 200)], res.summary()
+    for i, t in zip(info, (0.5, 1.0), strict=True):
+        assert abs(i.t_sent - ack - t) < 0.05 and 0 <= i.t_answered - i.t_sent < 0.1, (info, res.summary())
+    assert res.info_dtmf_requested == [(0.5, "5"), (1.0, "7")]
+    sent_info = [e for e in res.sip_events if e.direction == "sent" and e.line.startswith("INFO ")]
+    assert sent_info[0].header("Content-Type") == "application/dtmf-relay"
+    assert "Signal=5" in sent_info[0].text and "Duration=160" in sent_info[0].text
+    # Asterisk: one ChannelDtmfReceived per INFO, each within 0.5 s of it (the end of the 160 ms digit)
+    ari_dtmf = [(t, e["digit"]) for t, e in probe.dtmf() if e["digit"] in "57"]
+    assert [d for _, d in ari_dtmf] == ["5", "7"], (probe.events, res.summary())
+    for (t, _), i in zip(ari_dtmf, info, strict=True):
+        assert 0 <= t - i.t_sent < 0.5, (ari_dtmf, info)
+    # Echo(): the phone hears the three digits back as RFC 4733, 5 and 7 right after their INFOs
+    assert res.dtmf_digits() == "357", (res.dtmf_events, res.summary())
+    for i in info:
+        first = next(t for t, p in res.rx if p.pt == 101 and A.dtmf_event(p.payload)[0] == i.digit)
+        assert 0 <= first - i.t_sent < 0.1, (first - i.t_sent, i)
+
+
+@pytest.mark.e2e
+async def test_remote_bye_between_info_dtmf(sandbox, tmp_path):
+    """Asterisk hangs up while the caller waits between two INFOs: the BYE is answered, the call ends there
+    and the second INFO is never sent."""
+    call_id = f"e2e-info-bye-{uuid.uuid4().hex[:8]}@127.0.0.1"
+    call = asyncio.create_task(place_call("300", phone=Phone("g722"), call_seconds=4.0, hangup="remote",
+                                          workdir=tmp_path, call_id=call_id, info_dtmf=[(0.3, "1"), (2.5, "2")]))
+    await asyncio.sleep(1.0)
+    assert await hangup_from_asterisk(call_id)
+    res = await call
+    assert res.ok and res.got_bye and res.sip_time("BYE", "sent") is None, res.summary()
+    assert [(i.digit, i.status) for i in res.info_dtmf()] == [("1", 200)], res.summary()
+    assert res.t_end - res.t_start < 2.0, res.summary()
+    assert await find_channel(call_id) is None
+
+
 # ------------------------------------------------------------------------------------------------ offline
 def test_alaw_tables_match_audioop():
     with warnings.catch_warnings():
@@ -210,3 +327,39 @@ def test_rtp_packet_roundtrip():
     p = RtpPacket(9, 65535, 2**32 - 160, True, 0xDEADBEEF, b"\x01" * 160)
     assert RtpPacket.parse(p.pack()) == p
     assert RtpPacket.parse(b"\x00" * 8) is None
+
+
+def test_info_scenario_is_uac_xml_cut_by_infos(tmp_path):
+    """The generated scenario: uac.xml's single BYE wait replaced by wait/INFO/200 blocks (each wait also
+    takes a BYE), the caller's BYE with the next CSeq; everything else as in uac.xml."""
+    xml = info_scenario([(0.5, "5"), (1.25, "#")], call_seconds=3.0, duration_ms=200)
+    root = ET.fromstring(xml.encode("iso-8859-1"))
+    steps = [(el.tag, el.get("request") or el.get("response"), el.get("timeout"), el.get("ontimeout"),
+              el.get("next"), el.get("optional")) for el in root if el.tag in ("recv", "send", "label")]
+    i = next(n for n, s in enumerate(steps) if s[3] == "info_0")
+    assert steps[i:i + 13] == [
+        ("recv", "BYE", "500", "info_0", "got_bye", None), ("label", None, None, None, None, None),
+        ("send", None, None, None, None, None), ("recv", "BYE", None, None, "got_bye", "true"),
+        ("recv", "200", "5000", None, None, None),
+        ("recv", "BYE", "750", "info_1", "got_bye", None), ("label", None, None, None, None, None),
+        ("send", None, None, None, None, None), ("recv", "BYE", None, None, "got_bye", "true"),
+        ("recv", "200", "5000", None, None, None),
+        ("recv", "BYE", "1750", "caller_bye", None, None), ("label", None, None, None, None, None),
+        ("send", None, None, None, "done", None)]
+    infos = [el.text for el in root.iter("send") if el.text and "INFO [next_url]" in el.text]
+    assert len(infos) == 2 and "CSeq: 2 INFO" in infos[0] and "CSeq: 3 INFO" in infos[1]
+    assert "Signal=5" in infos[0] and "Signal=#" in infos[1] and "Duration=200" in infos[1]
+    assert "application/dtmf-relay" in infos[0]
+    assert "CSeq: 4 BYE" in xml and "CSeq: 2 BYE" not in xml
+    labels = [el.get("id") for el in root.iter("label")]
+    assert labels == ["info_0", "info_1", "got_bye", "caller_bye", "done"]
+
+
+async def test_place_call_checks_info_dtmf(tmp_path):
+    phone = Phone("g722")
+    try:
+        for bad in ([(0.5, "x")], [(1.0, "1"), (0.5, "2")], [(5.0, "1")], [(-1.0, "1")], [(0.5, "12")]):
+            with pytest.raises(ValueError, match="info_dtmf"):
+                await place_call("300", phone=phone, call_seconds=2.0, workdir=tmp_path, info_dtmf=bad)
+    finally:
+        await phone.stop()
