@@ -106,3 +106,25 @@ async def test_wrong_key_fails_to_start(fake):
     with pytest.raises(Exception) as exc:
         await s.start()
     assert "401" in str(exc.value)
+
+
+async def test_cancel_is_sent_when_the_server_does_not_interrupt():
+    fake = FakeRealtimeServer(mode="tone", tone_hz=440, tone_seconds=8.0, speed=4, seed=5)
+    await fake.start()
+    s = RealtimeSession(fake.url, "k", SessionConfig(vad_silence_ms=200, interrupt_response=False))
+    await s.start()
+    try:
+        fs = await fake.wait_for_session()
+        feed(s, tone(1000, 0.4, 24000) + silence(0.4, 24000))
+        evs = await collect(s, lambda e: isinstance(e, AudioDelta) and s.proto.audio_ms[e.item_id] > 300)
+        item = next(e.item_id for e in evs if isinstance(e, AudioDelta))
+        feed(s, tone(800, 0.3, 24000))
+        await collect(s, lambda e: isinstance(e, SpeechStarted))
+        s.interrupt(item, 100)
+        cancel = await fs.wait_for("response.cancel")
+        evs = await collect(s, lambda e: isinstance(e, ResponseDone))
+        assert evs[-1] == ResponseDone("cancelled", "client_cancelled")
+        assert cancel["response_id"] == fs.responses[0]["id"]
+    finally:
+        await s.close()
+        await fake.stop()
