@@ -55,7 +55,8 @@ async def serve(settings: Settings) -> int:
     if settings.offline_demo:
         from .fake_realtime import FakeRealtimeServer
         # echo mode; its greeting (a response with nothing said yet) is a short beep
-        fake = FakeRealtimeServer(mode="echo", tone_hz=660, tone_seconds=0.3, host="127.0.0.1", port=0)
+        fake = FakeRealtimeServer(mode="echo", tone_hz=660, tone_seconds=0.3, host="127.0.0.1", port=0,
+                                  keep_history=False)
         url = await fake.start()
         api_key = "offline-demo"
         log.warning(OFFLINE_BANNER)

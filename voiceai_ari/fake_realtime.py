@@ -139,7 +139,8 @@ class FakeSession(InputAudioMixin, ConversationMixin):
                 await self._ws.send_str(data)
             except (ConnectionError, RuntimeError):  # peer gone; the receive loop notices
                 return
-            self.sent.append((t, event))
+            if self.server.keep_history:
+                self.sent.append((t, event))
 
     async def _error(self, err: RealtimeError, client_event_id: str | None = None) -> None:
         await self._send("error", error=err.body(client_event_id))
@@ -181,7 +182,8 @@ class FakeSession(InputAudioMixin, ConversationMixin):
         if event.get("type") == "input_audio_buffer.append":
             record = {k: v for k, v in event.items() if k != "audio"}
             self.append_count += 1
-        self.received.append(record)
+        if self.server.keep_history:
+            self.received.append(record)
         self._changed.set()
         self._changed = asyncio.Event()
         eid = event.get("event_id") if isinstance(event.get("event_id"), str) else None
@@ -222,7 +224,8 @@ class FakeRealtimeServer:
                  wav_path: str | None = None, host: str = "127.0.0.1", port: int = 0, speed: float = 4.0,
                  api_key: str | None = None, vad_threshold_dbfs: float = -40.0, response_delay_s: float = 0.0,
                  seed: int | None = None, max_session_s: float | None = None,
-                 reject_after_upgrade: bool = False, script: list[dict] | None = None) -> None:
+                 reject_after_upgrade: bool = False, script: list[dict] | None = None,
+                 keep_history: bool = True) -> None:
         if mode not in ("tone", "echo", "wav"):
             raise ValueError(f"mode must be 'tone', 'echo' or 'wav', not {mode!r}")
         if mode == "wav" and not wav_path:
@@ -234,6 +237,8 @@ class FakeRealtimeServer:
         self.vad_threshold_dbfs, self.response_delay_s, self.seed = vad_threshold_dbfs, response_delay_s, seed
         self.max_session_s, self.reject_after_upgrade = max_session_s, reject_after_upgrade
         self.script = check_script(script)  # ValueError on a malformed entry
+        # tests read sessions, received and sent events; the embedded demo model keeps none of it
+        self.keep_history = keep_history
         self.url = ""
         self.sessions: list[FakeSession] = []
         self.tone_pcm = audio_gen.tone(tone_hz, tone_seconds, RATE, dbfs=-12.0, fade_ms=5)
@@ -316,6 +321,8 @@ class FakeRealtimeServer:
             log.exception("fake-realtime %s: session crashed", session.id)
         finally:
             session.closed.set()
+            if not self.keep_history:  # a long-running demo server must not grow with every call
+                self.sessions.remove(session)
         return ws
 
 
