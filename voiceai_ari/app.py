@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
-from .call import Call
+from .call import BRIDGE_NAME_PREFIX, EM_ID_PREFIX, Call
 from .config import Settings
 from .media import PortPool, RtpMedia
 from .model import ModelSession
@@ -41,28 +42,51 @@ class VoiceAiApp:
         self.accepting = True
         self.total_calls = 0
         self.refused_calls = 0
+        self.orphans_cleaned = 0
 
-    async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
-        """Serve calls until `stop` is set, then end every call and return."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve calls until `stop` is set, then drain: no new calls, active calls get `drain_s` to finish,
+        the rest are ended (every ARI resource deleted), and return."""
         await self.ari.open()
         reader = asyncio.create_task(self._read_events(), name="ari-events")
         try:
             await stop.wait()
-            log.info("= stopping: no new calls, ending %d active call(s)", len(self.calls))
             self.accepting = False
+            drain = self.settings.drain_s
+            log.info("= draining: no new calls; %d active call(s) get %.0f s to finish", len(self.calls), drain)
+            if self.calls:
+                await asyncio.wait([asyncio.ensure_future(self._all_calls_done())], timeout=drain)
             for call in list(self.calls.values()):
                 call.end("app shutdown")
             if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=grace)
+                await asyncio.wait(set(self._tasks), timeout=15.0)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await self.ari.close()
 
+    async def _all_calls_done(self) -> None:
+        while self.calls:
+            await asyncio.sleep(0.1)
+
+    def stats(self) -> dict[str, int]:
+        """Process-wide counters (SIGUSR1 logs them; the soak test reads them)."""
+        try:
+            fds = len(os.listdir("/proc/self/fd"))
+            with open("/proc/self/status") as f:
+                rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except OSError:
+            fds = rss_kb = -1
+        return {"active_calls": len(self.calls), "total_calls": self.total_calls,
+                "refused_calls": self.refused_calls, "ports_in_use": self.pool.in_use,
+                "owned_ids": len(self._by_channel), "tasks": len(asyncio.all_tasks()), "fds": fds,
+                "rss_kb": rss_kb, "ari_reconnects": self.ari.reconnects, "orphans_cleaned": self.orphans_cleaned}
+
     async def _read_events(self) -> None:
         async for ev in self.ari.events():
             if isinstance(ev, EventsConnected):
                 self.ready.set()
+                self._spawn(self._resync())
             elif isinstance(ev, EventsDisconnected):
                 self.ready.clear()
             else:
@@ -86,9 +110,48 @@ class VoiceAiApp:
         elif ev.type == "StasisStart" and not ch.name.startswith(MEDIA_CHANNEL_PREFIXES):
             self._start_call(ev)
 
+    async def _resync(self) -> None:
+        """After (re)connecting: events were missed. End calls whose caller is gone, adopt callers that
+        entered the app meanwhile, and delete what a previous run or a lost event left behind."""
+        try:
+            chans = await self.ari.channels()
+            bridges = await self.ari.bridges()
+            in_app = set((await self.ari.application()).get("channel_ids", []))
+        except Exception as exc:
+            log.warning("! resync failed: %s", exc)
+            return
+        live = {c.id: c for c in chans}
+        for call in list(self.calls.values()):
+            if call.id not in live:
+                call.end("caller channel gone (found after ARI reconnect)")
+        for c in chans:
+            if c.id in self._by_channel:
+                continue
+            if c.id.startswith(EM_ID_PREFIX) or (c.name.startswith(MEDIA_CHANNEL_PREFIXES) and c.id in in_app):
+                await self._clean(self.ari.hangup(c.id), f"externalMedia channel {c.id}")
+            elif c.id in in_app and c.state == "Ring" and self.accepting:
+                log.info("= adopting %s: it entered the app while events were down", c.id)
+                self._start_call(AriEvent(type="StasisStart", channel=c))
+            elif c.id in in_app:
+                await self._clean(self.ari.hangup(c.id), f"caller channel {c.id} left in the app")
+        owned_bridges = {call.bridge_id for call in self.calls.values()}
+        for b in bridges:
+            if b.name.startswith(BRIDGE_NAME_PREFIX) and b.id not in owned_bridges:
+                await self._clean(self.ari.delete_bridge(b.id), f"bridge {b.id}")
+
+    async def _clean(self, aw: Coroutine[Any, Any, Any], what: str) -> None:
+        try:
+            await aw
+            self.orphans_cleaned += 1
+            log.warning("! cleaned up orphan %s", what)
+        except Exception as exc:
+            log.warning("! could not clean up %s: %s", what, exc)
+
     def _start_call(self, ev: AriEvent) -> None:
         ch = ev.channel
         assert ch is not None
+        if ch.id in self._by_channel:
+            return
         if not self.accepting or len(self.calls) >= self.settings.max_calls:
             self.refused_calls += 1
             log.warning("! call %s refused: %s", ch.id,
@@ -116,7 +179,12 @@ class VoiceAiApp:
                 del self._by_channel[cid]
 
     async def _refuse(self, channel_id: str) -> None:
+        """Over capacity: busy (SIP 486, the phone plays its busy tone), or an announcement first."""
         try:
+            if self.settings.busy_sound:
+                await self.ari.answer(channel_id)
+                await self.ari.play(channel_id, self.settings.busy_sound, f"voiceai-busy-{channel_id}")
+                await asyncio.sleep(self.settings.busy_sound_s)
             await self.ari.hangup(channel_id, reason="busy")
         except Exception as exc:
             log.warning("! refusing %s failed: %s", channel_id, exc)

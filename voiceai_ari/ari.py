@@ -60,6 +60,7 @@ class Channel(_Model):
 
 class Bridge(_Model):
     id: str
+    name: str = ""
     technology: str = ""
     channels: list[str] = []
 

@@ -35,6 +35,8 @@ SETUP_TIMEOUT = 10.0      # s for each set-up step (ARI call, externalMedia Stas
 GREETING_TIMEOUT = 30.0   # s for an Asterisk greeting sound
 FAREWELL_TIMEOUT = 30.0   # s to wait for the bot's last words before hangup/transfer
 DTMF_DEBOUNCE = 0.6       # s: keys pressed in a burst reach the model as one item
+EM_ID_PREFIX = "voiceai-em-"     # our externalMedia channel ids (the app's resync recognises orphans by it)
+BRIDGE_NAME_PREFIX = "voiceai-"  # our bridge names
 
 
 class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -105,7 +107,7 @@ class Call:
 
     async def _start_media(self) -> None:
         await self.media.open()
-        self.em_id = f"voiceai-em-{uuid.uuid4().hex[:16]}"
+        self.em_id = f"{EM_ID_PREFIX}{uuid.uuid4().hex[:16]}"
         self._bind(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
         await self._play_greeting_sound()
         em = await self._step(self.ari.external_media(
@@ -113,7 +115,7 @@ class Call:
         host, port = await self._unicast_address(em)
         self.media.set_remote(host, port)
         await self._step(self._em_ready.wait())
-        bridge = await self._step(self.ari.create_bridge("mixing", name=f"voiceai-{self.id}"))
+        bridge = await self._step(self.ari.create_bridge("mixing", name=f"{BRIDGE_NAME_PREFIX}{self.id}"))
         self.bridge_id = bridge.id
         await self._step(self.ari.add_channels(bridge.id, self.id, self.em_id))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -71,6 +72,7 @@ async def serve(settings: Settings) -> int:
         vad_eagerness=settings.vad_eagerness, tools=tools.declarations(),
         transcription_model="" if settings.offline_demo else settings.transcription_model)
     app = VoiceAiApp(settings, lambda: RealtimeSession(url, api_key, config), tools)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("stats %s", json.dumps(app.stats())))
     log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls, "
              "tools: %s", settings.ari_url, settings.ari_app, settings.model, url.split("?")[0],
              settings.rtp_host, settings.rtp_ports, settings.rtp_bind, settings.max_calls,

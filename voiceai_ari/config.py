@@ -88,6 +88,10 @@ class Settings(BaseSettings):
 
     # --- process -------------------------------------------------------------------------------------------
     max_calls: int = Field(50, ge=1, le=10000, description="concurrent calls; more are refused")
+    busy_sound: str = Field(
+        "", description="over capacity: ARI media URI announced before the busy hangup; empty = SIP 486 at once")
+    busy_sound_s: float = Field(3.0, ge=0, le=60, description="how long the busy announcement plays")
+    drain_s: float = Field(30.0, ge=0, le=3600, description="on SIGTERM: seconds active calls get to finish")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     @field_validator("rtp_ports")

@@ -71,14 +71,24 @@ class Bot:
 
 def bot_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEAI_") and k != "OPENAI_API_KEY"}
-    env.update(VOICEAI_ARI_URL="http://127.0.0.1:8088", VOICEAI_LOG_LEVEL="DEBUG", PYTHONPATH=str(REPO))
+    env.update(VOICEAI_ARI_URL="http://127.0.0.1:8088", VOICEAI_LOG_LEVEL="DEBUG", PYTHONPATH=str(REPO),
+               VOICEAI_DRAIN_S="2")
     env.update(overrides)
     return env
 
 
+BOT_LOCK = "/tmp/voiceai-ari-e2e-bot.lock"
+
+
 @pytest.fixture
 async def make_bot(sandbox, tmp_path):
-    """Start `voiceai-ari run` with extra settings; stops it (SIGTERM) after the test."""
+    """Start `voiceai-ari run` with extra settings; stops it (SIGTERM) after the test.
+
+    Asterisk gives a Stasis app's events to one WebSocket only (the newest), so two test runs that each
+    start a bot for app "voiceai" would steal each other's calls: a file lock serialises them."""
+    import fcntl
+    lock = open(BOT_LOCK, "w")
+    await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
     bots: list[Bot] = []
 
     async def make(**settings: str) -> Bot:
@@ -90,10 +100,16 @@ async def make_bot(sandbox, tmp_path):
         await bot.start()
         return bot
 
-    yield make
-    for bot in bots:
-        rc = await bot.stop()
-        assert rc == 0, f"voiceai-ari exited {rc} on SIGTERM:\n{bot.log()[-3000:]}"
+    try:
+        yield make
+        for bot in bots:
+            rc = await bot.stop()
+            assert rc == 0, f"voiceai-ari exited {rc} on SIGTERM:\n{bot.log()[-3000:]}"
+    finally:
+        for bot in bots:
+            if bot.proc is not None and bot.proc.poll() is None:
+                bot.proc.kill()
+        lock.close()
 
 
 @pytest.fixture
