@@ -91,6 +91,9 @@ def test_errors_and_bad_input():
     assert e == ModelError("unknown_parameter", "x", False)
     [e] = p.receive(ev(type="error", error={"type": "invalid_request_error", "code": "session_expired",
                                             "message": "Your session hit the maximum duration of 60 minutes."}))
+    assert not e.fatal  # the adapter rolls over to a new session
+    [e] = p.receive(ev(type="error", error={"type": "invalid_request_error", "code": "invalid_api_key",
+                                            "message": "Incorrect API key provided"}))
     assert e.fatal
     assert p.receive(ev(type="error", error={"code": "response_cancel_not_active", "message": "m"})) == []
     assert p.receive("not json") == [] and p.receive(ev(no_type=1)) == []
@@ -167,3 +170,19 @@ def test_semantic_vad_session():
     s = json.loads(proto(vad_type="semantic_vad", vad_eagerness="low").session_update())["session"]
     assert s["audio"]["input"]["turn_detection"] == {"type": "semantic_vad", "eagerness": "low",
                                                      "create_response": True, "interrupt_response": True}
+
+
+def test_history_for_a_new_session_keeps_only_what_was_heard():
+    p = proto()
+    p.receive(ev(type="conversation.item.input_audio_transcription.completed", item_id="u1", content_index=0,
+                 transcript="What are your opening hours?"))
+    p.receive(delta("a1", 48 * 1000))                       # 1000 ms of reply audio
+    p.interrupt("a1", 250)                                  # the caller heard a quarter of it
+    p.receive(ev(type="response.output_audio_transcript.done", item_id="a1", transcript="We open at nine and close at five."))
+    assert p.history == [("user", "What are your opening hours?"), ("assistant", "We open…")]
+    p.new_session()
+    assert not p.response_active and p.audio_ms == {}
+    items = [json.loads(m)["item"] for m in p.restore_history()]
+    assert items == [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What are your opening hours?"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "We open…"}]}]

@@ -6,9 +6,10 @@ import pytest
 
 from voiceai_ari.audio_gen import dominant_frequency, silence, tone
 from voiceai_ari.fake_realtime import FakeRealtimeServer
-from voiceai_ari.model import (AudioDelta, AudioDone, ModelClosed, ModelError, ResponseDone, SessionReady,
-                               SpeechStarted)
-from voiceai_ari.realtime import RealtimeSession, SessionConfig
+from voiceai_ari.model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ResponseDone,
+                               SessionReady, SpeechStarted)
+from voiceai_ari.realtime import SessionConfig
+from voiceai_ari.realtime_session import RealtimeSession
 
 
 @pytest.fixture
@@ -80,24 +81,59 @@ async def test_barge_in_truncates_what_was_played(fake):
         await fake_long.stop()
 
 
-async def test_expired_session_is_fatal_then_closed(fake):
-    s = RealtimeSession(fake.url, "sk-test", SessionConfig())
-    await s.start()
-    fs = await fake.wait_for_session()
-    fs.expire()
-    evs = await collect(s, lambda e: isinstance(e, ModelClosed))
-    errs = [e for e in evs if isinstance(e, ModelError)]
-    assert errs and errs[0].code == "session_expired" and errs[0].fatal
-    await s.close()
+async def one_turn(s, fs_audio_tone=1000):
+    feed(s, tone(fs_audio_tone, 0.4, 24000) + silence(0.5, 24000))
+    return await collect(s, lambda e: isinstance(e, ResponseDone))
 
 
-async def test_dropped_socket_ends_the_event_stream(fake):
+async def test_expired_session_rolls_over_with_the_conversation(fake):
+    s = RealtimeSession(fake.url, "sk-test", SessionConfig(vad_silence_ms=200, transcription_model="whisper-1"))
+    await s.start()
+    try:
+        first = await fake.wait_for_session()
+        await one_turn(s)
+        assert [r for r, _ in s.proto.history] == ["user", "assistant"]
+        first.expire()
+        evs = await collect(s, lambda e: isinstance(e, ModelReconnected))
+        assert [e.code for e in evs if isinstance(e, ModelError)] == ["session_expired"]
+        assert not any(e.fatal for e in evs if isinstance(e, ModelError))
+        assert "expired" in evs[-1].reason
+        second = await fake.wait_for_session(2)
+        assert evs[-1].session_id == second.id != first.id
+        await second.wait_for("session.update")
+        restored = [e["item"] for e in second.events_of("conversation.item.create")]
+        assert [(i["role"], i["content"][0]["type"]) for i in restored] == [("user", "input_text"),
+                                                                               ("assistant", "output_text")]
+        evs = await one_turn(s)                       # the conversation goes on in the new session
+        assert sum(len(e.pcm) for e in evs if isinstance(e, AudioDelta)) == 48000
+        assert not [e for e in second.received if e["type"] == "error"], second.received
+    finally:
+        await s.close()
+
+
+async def test_dropped_socket_reconnects_and_goes_on(fake):
+    s = RealtimeSession(fake.url, "sk-test", SessionConfig(vad_silence_ms=200))
+    await s.start()
+    try:
+        fs = await fake.wait_for_session()
+        fs.drop()
+        evs = await collect(s, lambda e: isinstance(e, (ModelReconnected, ModelClosed)))
+        assert isinstance(evs[-1], ModelReconnected) and "connection lost" in evs[-1].reason
+        await fake.wait_for_session(2)
+        evs = await one_turn(s)
+        assert evs[-1] == ResponseDone("completed", None)
+        assert s.reconnects == 1
+    finally:
+        await s.close()
+
+
+async def test_model_gone_for_good_closes_after_two_attempts(fake):
     s = RealtimeSession(fake.url, "sk-test", SessionConfig())
     await s.start()
-    fs = await fake.wait_for_session()
-    fs.drop()
+    await fake.wait_for_session()
+    await fake.stop()
     evs = await collect(s, lambda e: isinstance(e, ModelClosed))
-    assert "connection lost" in evs[-1].reason
+    assert not any(isinstance(e, ModelReconnected) for e in evs)
     await s.close()
 
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
 from .media import MediaTransport
-from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelSession, ResponseDone,
-                    SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
+from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ModelSession,
+                    ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
 from .transcript import CallLog
 
 if TYPE_CHECKING:
@@ -174,6 +174,11 @@ class Call:
                 if ev.fatal:
                     self.end(f"model error {ev.code}")
                     return
+            elif isinstance(ev, ModelReconnected):
+                media.end_item()               # the cut-off reply will get no more audio: play its tail
+                self._response_idle.set()
+                self.log.warning("! model %s: resumed in session %s", ev.reason, ev.session_id)
+                self.transcript.write("model_reconnected", reason=ev.reason, session_id=ev.session_id)
             elif isinstance(ev, ModelClosed):
                 self.end(f"model session {ev.reason}")
                 return

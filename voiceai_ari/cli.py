@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(settings: Settings) -> int:
     from .app import VoiceAiApp
-    from .realtime import RealtimeSession, SessionConfig
+    from .realtime import SessionConfig
+    from .realtime_session import RealtimeSession
     from .tools import build_registry
 
     stop = asyncio.Event()

@@ -69,12 +69,19 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelReconnected:
+    """The connection dropped or the session expired; a new session carries the conversation on."""
+    session_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelClosed:
     reason: str
 
 
 ModelEvent = Union[SessionReady, AudioDelta, AudioDone, SpeechStarted, SpeechStopped, Transcript,
-                   ResponseDone, ToolCall, ModelError, ModelClosed]
+                   ResponseDone, ToolCall, ModelError, ModelReconnected, ModelClosed]
 
 
 class ModelSession(Protocol):

@@ -1,39 +1,35 @@
-"""OpenAI Realtime API (GA only) as a `ModelSession`.
+"""OpenAI Realtime API (GA only): the conversation state, sans I/O.
 
-Two layers, like websockets' protocol/connection split:
-- `RealtimeProtocol`: the conversation state, sans I/O. It builds client events (JSON text) and turns server
-  events (JSON text) into provider-neutral `ModelEvent`s. It tracks the active response and how much audio
-  each assistant item has delivered, so a barge-in truncates at a point the server will accept.
-- `RealtimeSession`: the asyncio adapter over a `websockets` client. It only moves text.
+`RealtimeProtocol` builds client events (JSON text) and turns server events (JSON text) into
+provider-neutral `ModelEvent`s. It tracks the active response, how much audio each assistant item has
+delivered (so a barge-in truncates at a point the server will accept), and the text of finished turns (so a
+new session can be re-seeded after a dropped connection or the 60-minute limit). The asyncio adapter that
+moves the text is `realtime_session.RealtimeSession`, like websockets' protocol/connection split.
 
 The beta API is shut down: no `OpenAI-Beta` header, `session.type` is always sent, GA event names only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
-import websockets
 from pydantic import BaseModel, ConfigDict, ValidationError
-from websockets.asyncio.client import ClientConnection, connect
 
-from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelEvent, ResponseDone,
-                    SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
+from .model import (AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, SpeechStarted,
+                    SpeechStopped, ToolCall, Transcript)
 
 log = logging.getLogger("voiceai.realtime")
 
 # error codes after which the session cannot go on (the socket closes or every request will fail)
-FATAL_CODES = frozenset({"invalid_api_key", "model_not_found", "session_expired", "beta_api_shape_disabled",
+# (session_expired is not among them: the adapter rolls over to a new session)
+FATAL_CODES = frozenset({"invalid_api_key", "model_not_found", "beta_api_shape_disabled",
                          "insufficient_quota", "invalid_session", "authentication_error"})
+HISTORY_MAX = 40   # finished turns kept to re-seed a new session
 BYTES_PER_MS = 48  # 24 kHz * 2 bytes
-CANCEL_GRACE = 0.3  # s after a barge-in before we cancel a response the server did not cancel itself
 
 
 @dataclass(frozen=True)
@@ -108,8 +104,33 @@ class RealtimeProtocol:
         self.response_id: str | None = None       # the active response
         self.tool_calls_seen: set[str] = set()    # call_ids already delivered (each runs once)
         self._pending: list[str] = []             # client events held until the active response is done
+        self.history: list[tuple[str, str]] = []  # ("user"|"assistant", text) of finished turns
+        self._heard: dict[str, float] = {}        # interrupted item -> share of its audio the caller heard
         self.bad_events = 0
         self._seq = 0
+
+    def new_session(self) -> None:
+        """Forget the per-session state before a new connection; the history stays."""
+        self.session_id, self.response_active, self.response_id = None, False, None
+        self.audio_ms.clear()
+        self._audio_bytes.clear()
+        self.done_items.clear()
+        self._pending.clear()
+
+    def restore_history(self) -> list[str]:
+        """conversation.item.create events that re-seed a new session with the earlier turns' text."""
+        out = []
+        for role, text in self.history:
+            kind = "input_text" if role == "user" else "output_text"
+            out.append(json.dumps({"type": "conversation.item.create", "event_id": self._event_id(),
+                                   "item": {"type": "message", "role": role,
+                                            "content": [{"type": kind, "text": text}]}}))
+        return out
+
+    def _remember(self, role: str, text: str) -> None:
+        if text:
+            self.history.append((role, text))
+            del self.history[:-HISTORY_MAX]
 
     # --- client events -----------------------------------------------------------------------------------
     def _event_id(self) -> str:
@@ -174,6 +195,8 @@ class RealtimeProtocol:
         out: list[str] = []
         if item_id is not None and item_id in self.audio_ms:
             end = min(max(played_ms, 0), self.audio_ms[item_id])
+            if self.audio_ms[item_id]:
+                self._heard[item_id] = end / self.audio_ms[item_id]
             if not (item_id in self.done_items and end >= self.audio_ms[item_id]):
                 out.append(json.dumps({"type": "conversation.item.truncate", "event_id": self._event_id(),
                                        "item_id": item_id, "content_index": 0, "audio_end_ms": end}))
@@ -265,9 +288,15 @@ class RealtimeProtocol:
         return self._tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))
 
     def on_response_output_audio_transcript_done(self, ev: _ServerEvent) -> list[ModelEvent]:
-        return [Transcript("bot", ev.transcript or "", ev.item_id)]
+        text = ev.transcript or ""
+        heard = self._heard.pop(ev.item_id or "", None)
+        if heard is not None and heard < 1.0:   # the caller heard only part of it: so does the history
+            text = text[:int(len(text) * heard)].rstrip() + "…"
+        self._remember("assistant", text)
+        return [Transcript("bot", text, ev.item_id)]
 
     def on_conversation_item_input_audio_transcription_completed(self, ev: _ServerEvent) -> list[ModelEvent]:
+        self._remember("user", ev.transcript or "")
         return [Transcript("caller", ev.transcript or "", ev.item_id)]
 
     def on_error(self, ev: _ServerEvent) -> list[ModelEvent]:
@@ -277,107 +306,3 @@ class RealtimeProtocol:
             log.debug("< error %s (harmless)", code)
             return []
         return [ModelError(code, str(err.get("message", "")), code in FATAL_CODES)]
-
-
-class RealtimeSession:
-    """`ModelSession` over a real (or fake) Realtime GA WebSocket."""
-
-    def __init__(self, url: str, api_key: str, config: SessionConfig, *, connect_timeout: float = 10.0,
-                 max_queue: int = 500) -> None:
-        sep = "&" if "?" in url else "?"
-        self.url = f"{url}{sep}{urlencode({'model': config.model})}"
-        self._api_key = api_key
-        self.proto = RealtimeProtocol(config)
-        self._connect_timeout = connect_timeout
-        self._ws: ClientConnection | None = None
-        self._out: asyncio.Queue[str] = asyncio.Queue(max_queue)
-        self._sender: asyncio.Task[None] | None = None
-        self.dropped_audio = 0
-        self.cancels_sent = 0
-
-    @property
-    def session_id(self) -> str | None:
-        return self.proto.session_id
-
-    async def start(self) -> None:
-        self._ws = await asyncio.wait_for(connect(
-            self.url, additional_headers={"Authorization": f"Bearer {self._api_key}"},
-            compression=None, max_size=16 * 2**20, proxy=None, ping_interval=20, ping_timeout=20,
-            open_timeout=self._connect_timeout), self._connect_timeout)
-        await self._ws.send(self.proto.session_update())
-        self._sender = asyncio.create_task(self._send_loop(), name="realtime-send")
-
-    def send_audio(self, pcm: bytes) -> None:
-        self._put(self.proto.append_audio(pcm), audio=True)
-
-    def interrupt(self, item_id: str | None, played_ms: int) -> None:
-        for msg in self.proto.interrupt(item_id, played_ms):
-            self._put(msg)
-        if self.proto.config.interrupt_response and self.proto.response_active:
-            # the server should cancel by itself; if it has not within CANCEL_GRACE, cancel explicitly
-            rid = self.proto.response_id
-            asyncio.get_running_loop().call_later(CANCEL_GRACE, self._cancel_if_active, rid)
-
-    def _cancel_if_active(self, response_id: str | None) -> None:
-        for msg in self.proto.cancel_if_active(response_id):
-            self.cancels_sent += 1
-            self._put(msg)
-
-    def send_tool_result(self, call_id: str, output: str, respond: bool = True) -> None:
-        for msg in self.proto.tool_result(call_id, output, respond):
-            self._put(msg)
-
-    def send_text(self, text: str, respond: bool = False) -> None:
-        for msg in self.proto.user_text(text, respond):
-            self._put(msg)
-
-    def request_response(self, instructions: str | None = None) -> None:
-        for msg in self.proto.request_response(instructions):
-            self._put(msg)
-
-    def _put(self, msg: str, audio: bool = False) -> None:
-        try:
-            self._out.put_nowait(msg)
-        except asyncio.QueueFull:
-            # the model is not reading: shed the oldest audio rather than grow without bound
-            if audio:
-                self.dropped_audio += 1
-                return
-            self._out.get_nowait()
-            self.dropped_audio += 1
-            self._out.put_nowait(msg)
-
-    async def _send_loop(self) -> None:
-        assert self._ws is not None
-        try:
-            while True:
-                await self._ws.send(await self._out.get())
-        except websockets.ConnectionClosed:
-            pass
-
-    async def events(self) -> AsyncIterator[ModelEvent]:
-        assert self._ws is not None
-        reason = "closed"
-        try:
-            async for text in self._ws:
-                for ev in self.proto.receive(text):
-                    yield ev
-                for msg in self.proto.take_pending():
-                    self._put(msg)
-        except websockets.ConnectionClosed as exc:
-            reason = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
-        else:
-            rc = self._ws.close_code
-            reason = f"closed by server ({rc})" if rc is not None else "closed"
-        yield ModelClosed(reason)
-
-    async def close(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-            try:
-                await self._sender
-            except asyncio.CancelledError:
-                pass
-            self._sender = None
-        if self._ws is not None:
-            await self._ws.close()

@@ -134,21 +134,47 @@ async def test_offline_demo_model_echoes_the_caller(make_bot, tmp_path):
     assert (await no_leftovers(bot)) == ([], [], [])
 
 
-async def test_fatal_model_error_ends_the_call_cleanly(make_bot, fake_model, tmp_path):
+async def test_model_drop_mid_call_resumes_and_the_next_reply_plays(make_bot, fake_model, tmp_path):
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=0.8, speed=4)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    phone = Phone("g722")
+    # two questions: the model's socket is dropped between them
+    phone.play(A.tone(1000, 0.5, amplitude=AMP) + A.silence(2.5) + A.tone(1000, 0.5, amplitude=AMP))
+
+    async def drop_after_first_reply():
+        fs = await fake.wait_for_session(timeout=10)
+        while not fs.responses:
+            await asyncio.sleep(0.05)
+        fs.drop()
+    dropper = asyncio.create_task(drop_after_first_reply())
+    res = await place_call("100", phone=phone, call_seconds=6.0, workdir=tmp_path)
+    await dropper
+    assert not res.got_bye, "the call survives the model's socket drop: " + res.summary()
+    assert len(fake.sessions) == 2
+    assert [r["status"] for r in fake.sessions[1].responses] == ["completed"], "the next reply came"
+    pcm = res.audio_16k()
+    bursts = A.tone_segments(pcm, 16000, 440, tol_hz=10, min_dbfs=-40)
+    print(f"\n[e2e] model drop: {bursts.tone_seconds:.2f} s of reply audio over two replies; {bot.log().count('resumed')} resume")
+    assert bursts.tone_seconds >= 1.5, "both replies were heard (2 x 0.8 s)"
+    assert "model session resumed" in bot.log() or "resumed in session" in bot.log()
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_model_gone_for_good_ends_the_call_cleanly(make_bot, fake_model, tmp_path):
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=1.0)
     bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
     phone = Phone("g722")
 
-    async def expire_soon():
-        fs = await fake.wait_for_session(timeout=10)
+    async def stop_model_soon():
+        await fake.wait_for_session(timeout=10)
         await asyncio.sleep(1.0)
-        fs.expire()
-    expiring = asyncio.create_task(expire_soon())
-    res = await place_call("100", phone=phone, call_seconds=8.0, workdir=tmp_path)
-    await expiring
-    assert res.got_bye, "the bot must hang up when the model session cannot go on: " + res.summary()
-    assert res.t_end - res.t_answered < 4.0
-    assert "model error session_expired" in bot.log()
+        await fake.stop()
+    stopping = asyncio.create_task(stop_model_soon())
+    res = await place_call("100", phone=phone, call_seconds=10.0, workdir=tmp_path)
+    await stopping
+    assert res.got_bye, "the bot hangs up when the model cannot be reached again: " + res.summary()
+    assert res.t_end - res.t_answered < 5.0
+    assert "model reconnect 2/2" in bot.log()
     assert (await no_leftovers(bot)) == ([], [], [])
 
 

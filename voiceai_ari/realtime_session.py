@@ -1,0 +1,177 @@
+"""`ModelSession` over a real (or fake) OpenAI Realtime GA WebSocket: the asyncio adapter.
+
+It only moves text between a `websockets` connection and `RealtimeProtocol`. It also keeps the call alive
+when the model side breaks: if the socket drops, or the server ends the session at its 60-minute limit
+(`session_expired`), it connects again, sends the same `session.update`, re-seeds the conversation with the
+text of the earlier turns, and goes on; the call only hears a short gap. After `RECONNECT_DELAYS` attempts
+in a row have failed, the event stream ends with `ModelClosed` and the call ends (or falls back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from .model import ModelClosed, ModelError, ModelEvent, ModelReconnected
+from .realtime import RealtimeProtocol, SessionConfig
+
+log = logging.getLogger("voiceai.realtime")
+
+CANCEL_GRACE = 0.3                # s after a barge-in before we cancel a response the server did not cancel
+RECONNECT_DELAYS = (0.2, 1.0)     # s before each reconnect attempt; "fails twice" = give up
+
+
+class RealtimeSession:
+    def __init__(self, url: str, api_key: str, config: SessionConfig, *, connect_timeout: float = 10.0,
+                 max_queue: int = 500) -> None:
+        sep = "&" if "?" in url else "?"
+        self.url = f"{url}{sep}{urlencode({'model': config.model})}"
+        self._api_key = api_key
+        self.proto = RealtimeProtocol(config)
+        self._connect_timeout = connect_timeout
+        self._ws: ClientConnection | None = None
+        self._out: asyncio.Queue[str] = asyncio.Queue(max_queue)
+        self._sender: asyncio.Task[None] | None = None
+        self._closing = False
+        self.dropped_audio = 0
+        self.cancels_sent = 0
+        self.reconnects = 0
+
+    @property
+    def session_id(self) -> str | None:
+        return self.proto.session_id
+
+    async def start(self) -> None:
+        await self._connect()
+
+    async def _connect(self) -> None:
+        """Open a socket, configure the session, replay the history, then start sending queued events."""
+        ws = await asyncio.wait_for(connect(
+            self.url, additional_headers={"Authorization": f"Bearer {self._api_key}"},
+            compression=None, max_size=16 * 2**20, proxy=None, ping_interval=20, ping_timeout=20,
+            open_timeout=self._connect_timeout), self._connect_timeout)
+        # the server speaks first: session.created, or an error (the live API authenticates after the
+        # upgrade and sends an error before closing)
+        first = self.proto.receive(await asyncio.wait_for(ws.recv(), self._connect_timeout))
+        errors = [e for e in first if isinstance(e, ModelError)]
+        if errors or self.proto.session_id is None:
+            await ws.close()
+            what = f"{errors[0].code}: {errors[0].message}" if errors else "no session.created"
+            raise ConnectionRefusedError(f"Realtime session refused ({what})")
+        self._ws = ws
+        await ws.send(self.proto.session_update())
+        for msg in self.proto.restore_history():
+            await ws.send(msg)
+        self._sender = asyncio.create_task(self._send_loop(ws), name="realtime-send")
+
+    # --- client events -----------------------------------------------------------------------------------
+    def send_audio(self, pcm: bytes) -> None:
+        self._put(self.proto.append_audio(pcm), audio=True)
+
+    def interrupt(self, item_id: str | None, played_ms: int) -> None:
+        for msg in self.proto.interrupt(item_id, played_ms):
+            self._put(msg)
+        if self.proto.config.interrupt_response and self.proto.response_active:
+            # the server should cancel by itself; if it has not within CANCEL_GRACE, cancel explicitly
+            rid = self.proto.response_id
+            asyncio.get_running_loop().call_later(CANCEL_GRACE, self._cancel_if_active, rid)
+
+    def _cancel_if_active(self, response_id: str | None) -> None:
+        for msg in self.proto.cancel_if_active(response_id):
+            self.cancels_sent += 1
+            self._put(msg)
+
+    def send_tool_result(self, call_id: str, output: str, respond: bool = True) -> None:
+        for msg in self.proto.tool_result(call_id, output, respond):
+            self._put(msg)
+
+    def send_text(self, text: str, respond: bool = False) -> None:
+        for msg in self.proto.user_text(text, respond):
+            self._put(msg)
+
+    def request_response(self, instructions: str | None = None) -> None:
+        for msg in self.proto.request_response(instructions):
+            self._put(msg)
+
+    def _put(self, msg: str, audio: bool = False) -> None:
+        try:
+            self._out.put_nowait(msg)
+        except asyncio.QueueFull:
+            # the model is not reading (or is reconnecting): shed audio rather than grow without bound
+            if audio:
+                self.dropped_audio += 1
+                return
+            self._out.get_nowait()
+            self.dropped_audio += 1
+            self._out.put_nowait(msg)
+
+    async def _send_loop(self, ws: ClientConnection) -> None:
+        msg = None
+        try:
+            while True:
+                msg = await self._out.get()
+                await ws.send(msg)
+                msg = None
+        except websockets.ConnectionClosed:
+            if msg is not None and '"input_audio_buffer.append"' not in msg:
+                self._put(msg)  # not audio: it goes again on the next connection
+
+    # --- server events -----------------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[ModelEvent]:
+        while True:
+            assert self._ws is not None
+            expired = False
+            try:
+                async for text in self._ws:
+                    for ev in self.proto.receive(text):
+                        expired = expired or (isinstance(ev, ModelError) and ev.code == "session_expired")
+                        yield ev
+                    for msg in self.proto.take_pending():
+                        self._put(msg)
+            except websockets.ConnectionClosed as exc:
+                reason = f"connection lost ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+            else:
+                rc = self._ws.close_code
+                reason = f"closed by server ({rc})" if rc is not None else "closed"
+            if expired:
+                reason = "session expired (60-minute limit)"
+            if self._closing or not await self._reconnect(reason):
+                yield ModelClosed(reason)
+                return
+            yield ModelReconnected(self.proto.session_id or "", reason)
+
+    async def _reconnect(self, reason: str) -> bool:
+        await self._stop_sender()
+        for attempt, delay in enumerate(RECONNECT_DELAYS, 1):
+            await asyncio.sleep(delay)
+            if self._closing:
+                return False
+            self.proto.new_session()
+            try:
+                await self._connect()
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+                log.warning("! model reconnect %d/%d after %s failed: %s", attempt, len(RECONNECT_DELAYS),
+                            reason, exc)
+                continue
+            self.reconnects += 1
+            log.info("= model session resumed after %s (%d earlier turns restored)", reason,
+                     len(self.proto.history))
+            return True
+        return False
+
+    async def _stop_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+            self._sender = None
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._stop_sender()
+        if self._ws is not None:
+            await self._ws.close()
