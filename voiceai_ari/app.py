@@ -33,7 +33,8 @@ class VoiceAiApp:
         self.model_factory = model_factory
         self.tools = tools
         self.ari = AriClient(settings.ari_url, settings.ari_user,
-                             settings.ari_password.get_secret_value(), settings.ari_app)
+                             settings.ari_password.get_secret_value(), settings.ari_app,
+                             backoff_initial=0.1, backoff_max=2.0)
         self.pool = PortPool(settings.port_range)
         self.calls: dict[str, Call] = {}           # caller channel id -> call
         self._by_channel: dict[str, Call] = {}     # every channel/playback id a call owns -> call
