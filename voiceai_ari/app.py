@@ -18,6 +18,7 @@ from .ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
 from .call import BRIDGE_NAME_PREFIX, EM_ID_PREFIX, Call
 from .config import Settings
 from .media import PortPool, RtpMedia
+from .metrics import Metrics
 from .model import ModelSession
 from .tools import ToolRegistry
 
@@ -32,6 +33,7 @@ class VoiceAiApp:
         self.settings = settings
         self.model_factory = model_factory
         self.tools = tools
+        self.metrics = Metrics()
         self.ari = AriClient(settings.ari_url, settings.ari_user,
                              settings.ari_password.get_secret_value(), settings.ari_app,
                              backoff_initial=0.1, backoff_max=2.0)
@@ -44,6 +46,7 @@ class VoiceAiApp:
         self.total_calls = 0
         self.refused_calls = 0
         self.orphans_cleaned = 0
+        self.metrics.attach(self)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve calls until `stop` is set, then drain: no new calls, active calls get `drain_s` to finish,
@@ -163,7 +166,7 @@ class VoiceAiApp:
         media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
                          pool=self.pool, return_codec=self.settings.return_codec)
         call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(), tools=self.tools,
-                    settings=self.settings, bind=self._bind)
+                    settings=self.settings, bind=self._bind, metrics=self.metrics)
         self.calls[call.id] = call
         self._bind(call.id, call)
         self._spawn(self._run_call(call))

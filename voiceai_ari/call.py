@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
+from websockets.exceptions import WebSocketException
+
 from .media import MediaTransport
 from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ModelSession,
                     ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
@@ -26,13 +28,14 @@ from .transcript import CallLog
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .metrics import Metrics
     from .tools import ToolRegistry, TransferDestination
 
 log = logging.getLogger("voiceai.call")
 T = TypeVar("T")
 
 SETUP_TIMEOUT = 10.0      # s for each set-up step (ARI call, externalMedia StasisStart, model connect)
-GREETING_TIMEOUT = 30.0   # s for an Asterisk greeting sound
+PLAYBACK_TIMEOUT = 30.0   # s for an Asterisk sound (greeting, fallback)
 FAREWELL_TIMEOUT = 30.0   # s to wait for the bot's last words before hangup/transfer
 DTMF_DEBOUNCE = 0.6       # s: keys pressed in a burst reach the model as one item
 EM_ID_PREFIX = "voiceai-em-"     # our externalMedia channel ids (the app's resync recognises orphans by it)
@@ -52,10 +55,15 @@ class CallEnded(Exception):
 
 class Call:
     def __init__(self, *, channel: Channel, ari: AriClient, media: MediaTransport, model: ModelSession,
-                 tools: ToolRegistry, settings: Settings, bind: Callable[[str, "Call"], None]) -> None:
+                 tools: ToolRegistry, settings: Settings, bind: Callable[[str, "Call"], None],
+                 metrics: Metrics) -> None:
         self.id = channel.id
         self.channel = channel
         self.ari, self.media, self.model, self.tools, self.settings = ari, media, model, tools, settings
+        self.metrics = metrics
+        self.usage: dict[str, int] = {}   # token totals of this call (response.done usage)
+        self.cost_usd = 0.0
+        self._speech_stopped_at: float | None = None
         self._bind = bind
         self.log = _CallLog(log, {"call": self.id})
         self.transcript = CallLog(settings.transcript_dir, self.id)
@@ -68,7 +76,7 @@ class Call:
         self.setup_ms: float | None = None
         self._ended = asyncio.Event()
         self._em_ready = asyncio.Event()
-        self._greeting_done = asyncio.Event()
+        self._playbacks: dict[str, asyncio.Event] = {}
         self._response_idle = asyncio.Event()
         self._response_idle.set()
         self._pump: asyncio.Task[None] | None = None
@@ -84,15 +92,21 @@ class Call:
                               caller_number=self.channel.caller.number)
         connect = asyncio.create_task(self.model.start(), name=f"model-connect-{self.id}")
         try:
-            await self._step(self.ari.answer(self.id))
+            if self.channel.state != "Up":    # an outbound call (POST /calls) is answered already
+                await self._step(self.ari.answer(self.id))
             await self._start_media()
-            await self._step(connect)
+            try:
+                await self._step(connect)
+            except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
+                await self._fallback(f"model unreachable at call start: {type(exc).__name__}: {exc}")
+                return
             self.media.on_audio = self.model.send_audio
             self._pump = asyncio.create_task(self._converse(), name=f"converse-{self.id}")
             if self.settings.greeting == "model":
                 self.model.request_response(self.settings.greeting_instructions or None)
             self.state = "talking"
             self.setup_ms = (time.monotonic() - t0) * 1000
+            self.metrics.setup.observe(self.setup_ms / 1000)
             self.log.info("= call up in %.0f ms: %s <%s> -> model, RTP %s", self.setup_ms,
                           self.channel.caller.name, self.channel.caller.number, self.media.external_host)
             await self._ended.wait()
@@ -121,15 +135,36 @@ class Call:
 
     async def _play_greeting_sound(self) -> None:
         """greeting=sound: Asterisk plays it to the caller before the caller joins the bridge."""
-        if self.settings.greeting != "sound":
-            return
+        if self.settings.greeting == "sound":
+            await self._play(self.settings.greeting_sound)
+
+    async def _play(self, media: str) -> None:
+        """Asterisk plays `media` (ARI URIs, comma-separated) to the caller; returns when it has finished."""
         playback_id = f"voiceai-pb-{uuid.uuid4().hex[:16]}"
+        done = self._playbacks[playback_id] = asyncio.Event()
         self._bind(playback_id, self)
-        await self._step(self.ari.play(self.id, self.settings.greeting_sound, playback_id))
         try:
-            await asyncio.wait_for(self._step(self._greeting_done.wait()), GREETING_TIMEOUT)
+            await self.ari.play(self.id, media, playback_id)
+            await asyncio.wait_for(done.wait(), PLAYBACK_TIMEOUT)
         except asyncio.TimeoutError:
-            self.log.warning("! greeting sound did not finish in %.0f s", GREETING_TIMEOUT)
+            self.log.warning("! %s did not finish in %.0f s", media, PLAYBACK_TIMEOUT)
+        finally:
+            self._playbacks.pop(playback_id, None)
+
+    async def _fallback(self, reason: str) -> None:
+        """The model cannot be reached: apologise (an Asterisk sound), then hang up or hand over to a human."""
+        self.log.warning("! fallback (%s): %s", self.settings.fallback, reason)
+        self.transcript.write("fallback", reason=reason, action=self.settings.fallback)
+        self.state = "fallback"
+        try:
+            if self.settings.fallback_sound and not self.caller_released:
+                await self._play(self.settings.fallback_sound)
+            if self.settings.fallback == "transfer" and not self.caller_released:
+                from .tools import TransferDestination
+                await self._hand_over(TransferDestination.parse("fallback", self.settings.fallback_target))
+        except (AriError, AriUnavailable, ValueError) as exc:
+            self.log.warning("! fallback failed: %s", exc)
+        self.end(f"fallback ({self.settings.fallback}): {reason}")
 
     async def _unicast_address(self, em: Channel) -> tuple[str, int]:
         """Where Asterisk listens for our RTP: UNICASTRTP_LOCAL_ADDRESS/PORT of the externalMedia channel."""
@@ -143,22 +178,28 @@ class Call:
 
     async def _converse(self) -> None:
         """Move model events to the media path, the tools and the transcript until the session ends."""
-        model, media = self.model, self.media
+        model, media, loop = self.model, self.media, asyncio.get_running_loop()
         async for ev in model.events():
             if isinstance(ev, AudioDelta):
                 self._response_idle.clear()
                 media.play(ev.pcm, ev.item_id)
+                if self._speech_stopped_at is not None:
+                    self.metrics.turn.observe(loop.time() - self._speech_stopped_at)
+                    self._speech_stopped_at = None
             elif isinstance(ev, AudioDone):
                 media.end_item()
             elif isinstance(ev, SpeechStarted):
                 # barge-in: silence the bot within one 20 ms frame, tell the model what was heard
+                if media.busy:
+                    self.metrics.barge_in.observe(media.until_next_frame())
                 item_id, played_ms = media.interrupt()
                 model.interrupt(item_id, played_ms)
                 self.log.debug("< caller speaks: cut %s at %d ms", item_id, played_ms)
             elif isinstance(ev, SpeechStopped):
-                self.log.debug("< caller stopped speaking")
+                self._speech_stopped_at = loop.time()
             elif isinstance(ev, ResponseDone):
                 self._response_idle.set()
+                self._count_usage(ev.usage)
                 self.log.debug("< response %s (%s)", ev.status, ev.reason)
             elif isinstance(ev, ToolCall):
                 self._response_idle.clear()
@@ -170,6 +211,7 @@ class Call:
                 self.log.info("= model session %s ready (%d tools)", ev.session_id, len(self.tools.names))
             elif isinstance(ev, ModelError):
                 self.log.warning("! model error %s: %s", ev.code, ev.message)
+                self.metrics.model_errors[ev.code] += 1
                 self.transcript.write("error", source="model", code=ev.code, message=ev.message)
                 if ev.fatal:
                     self.end(f"model error {ev.code}")
@@ -180,8 +222,26 @@ class Call:
                 self.log.warning("! model %s: resumed in session %s", ev.reason, ev.session_id)
                 self.transcript.write("model_reconnected", reason=ev.reason, session_id=ev.session_id)
             elif isinstance(ev, ModelClosed):
-                self.end(f"model session {ev.reason}")
+                if self.ended:
+                    return
+                await self._fallback(f"model session {ev.reason}")
                 return
+
+    def _count_usage(self, usage: dict[str, Any] | None) -> None:
+        """Token usage of one response: per call, per process, and an estimated cost at the set prices."""
+        if not usage:
+            return
+        d_in, d_out = usage.get("input_token_details") or {}, usage.get("output_token_details") or {}
+        counts = {"audio_in": d_in.get("audio_tokens", 0), "text_in": d_in.get("text_tokens", 0),
+                  "audio_out": d_out.get("audio_tokens", 0), "text_out": d_out.get("text_tokens", 0)}
+        s = self.settings
+        cost = (counts["audio_in"] * s.price_audio_in + counts["text_in"] * s.price_text_in
+                + counts["audio_out"] * s.price_audio_out + counts["text_out"] * s.price_text_out) / 1e6
+        for k, n in counts.items():
+            self.usage[k] = self.usage.get(k, 0) + int(n or 0)
+            self.metrics.tokens[k] += int(n or 0)
+        self.cost_usd += cost
+        self.metrics.cost_usd += cost
 
     # --- tools: the call is their ToolContext -------------------------------------------------------------
     def _spawn_tool(self, ev: ToolCall) -> None:
@@ -191,6 +251,7 @@ class Call:
 
     async def _run_tool(self, ev: ToolCall) -> None:
         result = await self.tools.execute(self, ev.name, ev.arguments)
+        self.metrics.tools[(ev.name, "ok" if result.ok else "error")] += 1
         self.transcript.write("tool_call", name=ev.name, call_id=ev.call_id, arguments=ev.arguments,
                               ok=result.ok, result=result.output)
         if not result.ends_call and not self.ended:
@@ -213,6 +274,9 @@ class Call:
 
     async def transfer(self, destination: TransferDestination) -> None:
         await self._farewell()
+        await self._hand_over(destination)
+
+    async def _hand_over(self, destination: TransferDestination) -> None:
         self.state = "transferring"      # the caller's StasisEnd that follows is the transfer, not a hangup
         if destination.endpoint:
             await self.ari.redirect(self.id, destination.endpoint)
@@ -233,8 +297,10 @@ class Call:
 
     # --- events from the app -----------------------------------------------------------------------------
     def on_ari_event(self, ev: AriEvent) -> None:
-        if ev.type == "PlaybackFinished" or ev.type == "PlaybackFailed":
-            self._greeting_done.set()
+        if ev.type in ("PlaybackFinished", "PlaybackFailed") and ev.playback is not None:
+            done = self._playbacks.get(ev.playback.id)
+            if done is not None:
+                done.set()
             return
         ch = ev.channel
         if ch is None:
@@ -318,7 +384,9 @@ class Call:
             await self._quietly("delete bridge", self.ari.delete_bridge(self.bridge_id))
         if not self.caller_released:
             await self._quietly("hang up caller", self.ari.hangup(self.id))
-        self.transcript.write("call_end", reason=self.end_reason, media=stats)
+        self.metrics.call_ended({**stats, "model_reconnects": getattr(self.model, "reconnects", 0)})
+        self.transcript.write("call_end", reason=self.end_reason, media=stats, usage=self.usage,
+                              cost_usd=round(self.cost_usd, 6))
         self.transcript.close()
         self.log.info("x call ended after %.1f s: %s; media %s", time.time() - self.started,
                       self.end_reason, stats)

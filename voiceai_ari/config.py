@@ -86,6 +86,27 @@ class Settings(BaseSettings):
     return_codec: Literal["g722", "l16-8k"] = Field(
         "g722", description="payload sent back to Asterisk: g722 (PT 9, wideband) or l16-8k (PT 11)")
 
+    # --- model credentials, fallback, prices -------------------------------------------------------------------
+    credentials: Literal["api_key", "ephemeral", "token_service"] = Field(
+        "api_key", description="api_key: connect with OPENAI_API_KEY; ephemeral: mint a per-call client secret "
+        "with it; token_service: fetch {value, expires_at} from VOICEAI_TOKEN_SERVICE_URL (no master key here)")
+    token_service_url: str = Field("", description="token_service: URL that returns {value, expires_at}")
+    ephemeral_ttl_s: int = Field(600, ge=10, le=7200, description="ephemeral: client secret lifetime")
+    fallback: Literal["hangup", "transfer"] = Field(
+        "hangup", description="model unreachable: play fallback_sound, then hang up or transfer to fallback_target")
+    fallback_sound: str = Field("sound:im-sorry,sound:please-try-again",
+                                description="ARI media URI(s), comma-separated, played on fallback; empty = none")
+    fallback_target: str = Field("", description="fallback=transfer: context,extension,priority or TECH/resource")
+    price_audio_in: float = Field(32.0, ge=0, description="USD per 1M audio input tokens (cost estimate)")
+    price_audio_out: float = Field(64.0, ge=0, description="USD per 1M audio output tokens")
+    price_text_in: float = Field(4.0, ge=0, description="USD per 1M text input tokens")
+    price_text_out: float = Field(16.0, ge=0, description="USD per 1M text output tokens")
+
+    # --- control API --------------------------------------------------------------------------------------
+    control_host: str = Field("127.0.0.1", description="control API bind address (loopback unless a token is set)")
+    control_port: int = Field(8089, ge=0, le=65535, description="control API port; 0 turns it off")
+    control_token: SecretStr | None = Field(None, description="bearer token for the control API")
+
     # --- process -------------------------------------------------------------------------------------------
     max_calls: int = Field(50, ge=1, le=10000, description="concurrent calls; more are refused")
     busy_sound: str = Field(
@@ -93,6 +114,7 @@ class Settings(BaseSettings):
     busy_sound_s: float = Field(3.0, ge=0, le=60, description="how long the busy announcement plays")
     drain_s: float = Field(30.0, ge=0, le=3600, description="on SIGTERM: seconds active calls get to finish")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line; text")
 
     @field_validator("rtp_ports")
     @classmethod
@@ -144,9 +166,25 @@ class Settings(BaseSettings):
         return v.rstrip("/")
 
     @model_validator(mode="after")
-    def _empty_key_is_none(self) -> "Settings":
+    def _empty_secrets_are_none(self) -> "Settings":
         if self.openai_api_key is not None and not self.openai_api_key.get_secret_value().strip():
             self.openai_api_key = None
+        if self.control_token is not None and not self.control_token.get_secret_value().strip():
+            self.control_token = None
+        return self
+
+    @model_validator(mode="after")
+    def _control_api_needs_a_token_off_loopback(self) -> "Settings":
+        if self.control_port and self.control_token is None and not _loopback(self.control_host):
+            raise ValueError("control_token: required when VOICEAI_CONTROL_HOST is not a loopback address")
+        return self
+
+    @model_validator(mode="after")
+    def _modes_have_their_settings(self) -> "Settings":
+        if self.credentials == "token_service" and not self.token_service_url.startswith(("http://", "https://")):
+            raise ValueError("token_service_url: required (http:// or https://) with VOICEAI_CREDENTIALS=token_service")
+        if self.fallback == "transfer" and not self.fallback_target:
+            raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
         return self
 
     @property
@@ -160,6 +198,13 @@ class Settings(BaseSettings):
         return self.openai_api_key is None
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def env_name(field: str) -> str:
     """The environment variable that sets `field`."""
     return "OPENAI_API_KEY" if field == "openai_api_key" else ENV_PREFIX + field.upper()
@@ -171,5 +216,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        raise ConfigError(f"invalid {env_name(field)}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        field = str(err["loc"][0]) if err["loc"] else ""
+        if not field and ": " in msg:   # a model-level check names its field first
+            field, msg = msg.split(": ", 1)
+        raise ConfigError(f"invalid {env_name(field)}: {msg}") from None

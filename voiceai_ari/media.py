@@ -56,6 +56,13 @@ class MediaTransport(Protocol):
     async def drained(self) -> None:
         """Return once every queued frame has been sent (the bot's last words are on the wire)."""
 
+    @property
+    def busy(self) -> bool:
+        """Bot audio is queued or playing."""
+
+    def until_next_frame(self) -> float:
+        """Seconds until the next outbound frame leaves (what a barge-in waits at most)."""
+
     def stats(self) -> dict[str, Any]:
         """Counters for logs and the control API."""
 
@@ -217,6 +224,13 @@ class RtpMedia(asyncio.DatagramProtocol):
         if self._transport is not None and self._remote is not None:
             self._transport.sendto(self.sender.packet(payload, marker), self._remote)
 
+    @property
+    def busy(self) -> bool:
+        return self.playout.queued_ms > 0
+
+    def until_next_frame(self) -> float:
+        return max(0.0, self.clock.next_deadline() - self._loop.time()) if self._timer is not None else 0.0
+
     async def drained(self) -> None:
         while self.playout.queued_ms > 0 and not self.closed:
             await asyncio.sleep(0.020)
@@ -228,6 +242,7 @@ class RtpMedia(asyncio.DatagramProtocol):
         return {"port": self.port, "rx_packets": f.received, "rx_accepted": f.accepted,
                 "rx_dropped": dict(f.drops), "tx_packets": self.sender.packets_sent,
                 "playout_underruns": self.playout.underruns, "clock_reanchors": self.clock.reanchors,
+                "audio_in_ms": f.accepted * 20, "audio_out_ms": self.playout.frames_out * 20,
                 "uplink_fill_frames": self.uplink_fill_frames, "socket_errors": self.socket_errors,
                 "codec": self.encoder.fmt.name}
 

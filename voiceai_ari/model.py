@@ -8,7 +8,7 @@ Live, ...) is one more module implementing the same protocol.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, Union
 
 MODEL_RATE = 24000  # Hz, PCM16 LE mono, both directions
@@ -51,6 +51,7 @@ class Transcript:
 class ResponseDone:
     status: str
     reason: str | None
+    usage: dict | None = field(default=None, compare=False)  # provider's token usage for this response
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,12 @@ class ModelSession(Protocol):
 
     def request_response(self, instructions: str | None = None) -> None:
         """Ask the model to speak now (greeting), once no response is active."""
+
+    def say(self, text: str) -> None:
+        """Operator line: make the bot tell the caller `text` (an instruction item plus a response)."""
+
+    def update_instructions(self, instructions: str) -> None:
+        """Replace the session's instructions mid-call."""
 
     def events(self) -> AsyncIterator[ModelEvent]:
         """Events until the session ends; the last one is ModelClosed."""

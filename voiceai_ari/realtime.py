@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -179,6 +179,19 @@ class RealtimeProtocol:
             out += self._after_response('{"type":"response.create"}')
         return out
 
+    def say(self, text: str) -> list[str]:
+        """An operator's line for the bot to speak: a system item, then a response."""
+        out = [json.dumps({"type": "conversation.item.create", "event_id": self._event_id(),
+                           "item": {"type": "message", "role": "system", "content": [
+                               {"type": "input_text", "text": f"Tell the caller now, in your own voice: {text}"}]}})]
+        return out + self._after_response('{"type":"response.create"}')
+
+    def instructions_update(self, instructions: str) -> str:
+        """A partial session.update: only the instructions change (the server keeps everything else)."""
+        self.config = replace(self.config, instructions=instructions)  # a reconnect keeps them too
+        return json.dumps({"type": "session.update", "event_id": self._event_id(),
+                           "session": {"type": "realtime", "instructions": instructions}})
+
     def cancel_if_active(self, response_id: str | None) -> list[str]:
         """The fallback cancel: only if `response_id` is still the active response after a barge-in."""
         if response_id is not None and self.response_active and self.response_id == response_id:
@@ -260,7 +273,7 @@ class RealtimeProtocol:
         self.response_id = None
         r = ev.response or {}
         details = r.get("status_details") or {}
-        return [ResponseDone(str(r.get("status", "")), details.get("reason"))]
+        return [ResponseDone(str(r.get("status", "")), details.get("reason"), r.get("usage"))]
 
     def take_pending(self) -> list[str]:
         """Held client events that may go now (called by the adapter after each server event)."""

@@ -98,6 +98,13 @@ class RealtimeSession:
         for msg in self.proto.request_response(instructions):
             self._put(msg)
 
+    def say(self, text: str) -> None:
+        for msg in self.proto.say(text):
+            self._put(msg)
+
+    def update_instructions(self, instructions: str) -> None:
+        self._put(self.proto.instructions_update(instructions))
+
     def _put(self, msg: str, audio: bool = False) -> None:
         try:
             self._out.put_nowait(msg)

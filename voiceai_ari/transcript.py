@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ log = logging.getLogger("voiceai.transcript")
 
 
 class CallLog:
-    def __init__(self, folder: str, channel_id: str) -> None:
+    def __init__(self, folder: str, channel_id: str, keep: int = 200) -> None:
+        self.recent: deque[dict[str, Any]] = deque(maxlen=keep)   # for the control API
         self.path: Path | None = None
         self._file = None
         self._t0 = time.monotonic()
@@ -37,10 +39,11 @@ class CallLog:
             self.path = None
 
     def write(self, event: str, **fields: Any) -> None:
-        if self._file is None:
-            return
         rec = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                "t": round(time.monotonic() - self._t0, 3), "event": event, **fields}
+        self.recent.append(rec)
+        if self._file is None:
+            return
         try:
             self._file.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
         except OSError as exc:  # disk full: the call goes on
