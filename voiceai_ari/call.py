@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
@@ -203,7 +203,7 @@ class Call:
                 self.log.debug("< response %s (%s)", ev.status, ev.reason)
             elif isinstance(ev, ToolCall):
                 self._response_idle.clear()
-                self._spawn_tool(ev)
+                self.spawn(self._run_tool(ev), f"tool-{ev.name}")
             elif isinstance(ev, Transcript):
                 self.log.info("%s: %s", ev.role, ev.text)
                 self.transcript.write(ev.role, text=ev.text, item_id=ev.item_id)
@@ -244,8 +244,9 @@ class Call:
         self.metrics.cost_usd += cost
 
     # --- tools: the call is their ToolContext -------------------------------------------------------------
-    def _spawn_tool(self, ev: ToolCall) -> None:
-        task = asyncio.create_task(self._run_tool(ev), name=f"tool-{ev.name}-{self.id}")
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run work for this call (a tool, a control API action); teardown cancels what is left."""
+        task = asyncio.create_task(coro, name=f"{what}-{self.id}")
         self._tool_tasks.add(task)
         task.add_done_callback(self._tool_tasks.discard)
 

@@ -78,9 +78,16 @@ async def serve(settings: Settings) -> int:
              "tools: %s", settings.ari_url, settings.ari_app, settings.model, url.split("?")[0],
              settings.rtp_host, settings.rtp_ports, settings.rtp_bind, settings.max_calls,
              ", ".join(tools.names) or "none")
+    control = None
+    if settings.control_port:
+        from .control import ControlApi
+        control = ControlApi(app)
+        await control.start()
     try:
         await app.run(stop)
     finally:
+        if control is not None:
+            await control.stop()
         if fake is not None:
             await fake.stop()
     log.info("= stopped")
