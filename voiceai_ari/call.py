@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
 from websockets.exceptions import WebSocketException
 
+from .logs import call_id
 from .media import MediaTransport
 from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ModelSession,
                     ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
@@ -42,13 +43,6 @@ EM_ID_PREFIX = "voiceai-em-"     # our externalMedia channel ids (the app's resy
 BRIDGE_NAME_PREFIX = "voiceai-"  # our bridge names
 
 
-class _CallLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes every line of a call with its channel id."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self.extra['call']}] {msg}", kwargs  # type: ignore[index]
-
-
 class CallEnded(Exception):
     """Raised inside set-up when the call ended while a step was in flight."""
 
@@ -65,7 +59,7 @@ class Call:
         self.cost_usd = 0.0
         self._speech_stopped_at: float | None = None
         self._bind = bind
-        self.log = _CallLog(log, {"call": self.id})
+        self.log = log
         self.transcript = CallLog(settings.transcript_dir, self.id)
         self.em_id: str | None = None
         self.bridge_id: str | None = None
@@ -87,6 +81,7 @@ class Call:
 
     # --- the life of a call ------------------------------------------------------------------------------
     async def run(self) -> None:
+        call_id.set(self.id)   # every line logged for this call, by any task it starts, carries its id
         t0 = time.monotonic()
         self.transcript.write("call_start", channel=self.id, caller_name=self.channel.caller.name,
                               caller_number=self.channel.caller.number)

@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     secrets = [settings.ari_password.get_secret_value()]
     if settings.openai_api_key is not None:
         secrets.append(settings.openai_api_key.get_secret_value())
-    setup_logging(settings.log_level, secrets)
+    if settings.control_token is not None:
+        secrets.append(settings.control_token.get_secret_value())
+    setup_logging(settings.log_level, secrets, settings.log_format)
     return asyncio.run(serve(settings))
 
 

@@ -7,6 +7,7 @@ to a fake Realtime model over a real WebSocket, and the test analyses what each 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -93,7 +94,11 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     chans, bridges, busy = await no_leftovers(bot)
     assert (chans, bridges, busy) == ([], [], [])
     assert "caller hung up" in bot.log()
-    assert E2E_KEY not in bot.log()
+    # logs: JSON lines, the call's id on every line of that call, no secret anywhere (DEBUG level)
+    assert E2E_KEY not in bot.log() and "voiceai-secret" not in bot.log()
+    lines = [json.loads(line) for line in bot.log().splitlines()]
+    of_call = [x for x in lines if x["logger"] in ("voiceai.call", "voiceai.media")]
+    assert len(of_call) >= 3 and {x.get("call") for x in of_call} == {fs_call_id(lines)}
 
 
 async def spoof_rtp(port: int, pcm16k_le: bytes) -> int:
@@ -113,6 +118,11 @@ async def spoof_rtp(port: int, pcm16k_le: bytes) -> int:
     finally:
         s.close()
     return 50
+
+
+def fs_call_id(lines: list[dict]) -> str:
+    [up] = [x for x in lines if "call up" in x["msg"]]
+    return up["call"]
 
 
 def speech_bytes(cov) -> int:
