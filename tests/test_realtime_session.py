@@ -164,3 +164,66 @@ async def test_cancel_is_sent_when_the_server_does_not_interrupt():
     finally:
         await s.close()
         await fake.stop()
+
+
+async def test_ephemeral_secret_per_connection_with_the_config_burned_in():
+    from voiceai_ari.credentials import EphemeralSecrets
+    fake = FakeRealtimeServer(mode="tone", tone_seconds=0.3, speed=20, api_key="sk-master")
+    await fake.start()
+    cfg = SessionConfig(instructions="burned in", vad_silence_ms=200)
+    creds = EphemeralSecrets(fake.url, "sk-master", cfg.session(), ttl_s=60)
+    s = RealtimeSession(fake.url, creds, cfg)
+    try:
+        await s.start()
+        fs = await fake.wait_for_session()
+        assert creds.minted == 1 and len(fake.client_secrets) == 1
+        assert fs.config["instructions"] == "burned in"     # from the secret, before any session.update
+        fs.drop()                                            # a reconnect mints a fresh secret
+        await collect(s, lambda e: isinstance(e, ModelReconnected))
+        assert creds.minted == 2
+    finally:
+        await s.close()
+        await fake.stop()
+
+
+async def test_expired_ephemeral_secret_is_refused():
+    import time as _t
+    fake = FakeRealtimeServer(mode="tone", api_key="sk-master")
+    await fake.start()
+    fake.client_secrets["ek_old"] = (_t.time() - 1, {})
+    s = RealtimeSession(fake.url, "ek_old", SessionConfig())
+    with pytest.raises(Exception, match="401"):
+        await s.start()
+    await fake.stop()
+
+
+async def test_token_service_token_is_reused_until_it_expires():
+    import time as _t
+
+    from aiohttp import web
+
+    from voiceai_ari.credentials import TokenService
+    fake = FakeRealtimeServer(mode="tone", api_key="sk-master")
+    await fake.start()
+    hits = []
+
+    async def token(request):
+        hits.append(1)
+        return web.json_response({"value": "sk-master", "expires_at": _t.time() + 600})
+    app = web.Application()
+    app.router.add_get("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    creds = TokenService(f"http://127.0.0.1:{port}/token")
+    try:
+        for _ in range(2):
+            s = RealtimeSession(fake.url, creds, SessionConfig())
+            await s.start()
+            await s.close()
+        assert len(hits) == 1 and len(fake.sessions) == 2
+    finally:
+        await runner.cleanup()
+        await fake.stop()

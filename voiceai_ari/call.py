@@ -92,7 +92,7 @@ class Call:
             await self._start_media()
             try:
                 await self._step(connect)
-            except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
+            except (OSError, ValueError, asyncio.TimeoutError, WebSocketException) as exc:
                 await self._fallback(f"model unreachable at call start: {type(exc).__name__}: {exc}")
                 return
             self.media.on_audio = self.model.send_audio

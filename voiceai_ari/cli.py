@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(settings: Settings) -> int:
     from .app import VoiceAiApp
+    from .credentials import make_credentials
     from .realtime import SessionConfig
     from .realtime_session import RealtimeSession
     from .tools import build_registry
@@ -65,8 +66,7 @@ async def serve(settings: Settings) -> int:
         api_key = "offline-demo"
         log.warning(OFFLINE_BANNER)
     else:
-        assert settings.openai_api_key is not None
-        api_key = settings.openai_api_key.get_secret_value()
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
     tools = build_registry(settings)
     config = SessionConfig(
         model=settings.model, instructions=settings.instructions, voice=settings.voice,
@@ -74,7 +74,8 @@ async def serve(settings: Settings) -> int:
         vad_silence_ms=settings.vad_silence_ms, vad_type=settings.vad_type,
         vad_eagerness=settings.vad_eagerness, tools=tools.declarations(),
         transcription_model="" if settings.offline_demo else settings.transcription_model)
-    app = VoiceAiApp(settings, lambda: RealtimeSession(url, api_key, config), tools)
+    credentials = make_credentials(settings, url, config.session(), api_key)
+    app = VoiceAiApp(settings, lambda: RealtimeSession(url, credentials, config), tools)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("stats %s", json.dumps(app.stats())))
     log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls, "
              "tools: %s", settings.ari_url, settings.ari_app, settings.model, url.split("?")[0],

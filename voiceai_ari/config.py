@@ -183,6 +183,8 @@ class Settings(BaseSettings):
     def _modes_have_their_settings(self) -> "Settings":
         if self.credentials == "token_service" and not self.token_service_url.startswith(("http://", "https://")):
             raise ValueError("token_service_url: required (http:// or https://) with VOICEAI_CREDENTIALS=token_service")
+        if self.credentials == "ephemeral" and self.openai_api_key is None:
+            raise ValueError("openai_api_key: required to mint client secrets with VOICEAI_CREDENTIALS=ephemeral")
         if self.fallback == "transfer" and not self.fallback_target:
             raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
         return self
@@ -194,8 +196,8 @@ class Settings(BaseSettings):
 
     @property
     def offline_demo(self) -> bool:
-        """No API key: calls are served by the embedded fake model (echo)."""
-        return self.openai_api_key is None
+        """No API key (and no token service): calls are served by the embedded fake model (echo)."""
+        return self.openai_api_key is None and self.credentials != "token_service"
 
 
 def _loopback(host: str) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 import contextlib
 import copy
 import json
@@ -39,6 +40,7 @@ from .fake_realtime_schema import (
     bad_value,
     check_script,
     default_session,
+    merge_session,
     need,
     new_id,
 )
@@ -239,6 +241,7 @@ class FakeRealtimeServer:
         self.script = check_script(script)  # ValueError on a malformed entry
         # tests read sessions, received and sent events; the embedded demo model keeps none of it
         self.keep_history = keep_history
+        self.client_secrets: dict[str, tuple[float, dict]] = {}  # ek_ value -> (expires_at, session)
         self.url = ""
         self.sessions: list[FakeSession] = []
         self.tone_pcm = audio_gen.tone(tone_hz, tone_seconds, RATE, dbfs=-12.0, fade_ms=5)
@@ -253,6 +256,7 @@ class FakeRealtimeServer:
             self.wav_pcm = audio_gen.read_wav_24k_mono(self.wav_path)  # ValueError on other formats
         app = web.Application()
         app.router.add_get("/v1/realtime", self._handle)
+        app.router.add_post("/v1/realtime/client_secrets", self._client_secret)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -280,12 +284,39 @@ class FakeRealtimeServer:
                 await self._changed.wait()
         return self.sessions[n - 1]
 
+    async def _client_secret(self, request: web.Request) -> web.Response:
+        """POST /v1/realtime/client_secrets (A.3): an ephemeral ek_ key with the session config burned in."""
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        if not token or (self.api_key is not None and token != self.api_key) or token.startswith("ek_"):
+            return web.json_response({"error": {"type": "invalid_request_error", "code": "invalid_api_key",
+                                                "message": "Incorrect API key provided."}}, status=401)
+        try:
+            body = await request.json()
+            seconds = int(body.get("expires_after", {}).get("seconds", 600))
+            if not 10 <= seconds <= 7200:
+                raise ValueError("expires_after.seconds must be between 10 and 7200")
+            config = merge_session(default_session("gpt-realtime", new_id("sess")), body.get("session", {}),
+                                   audio_produced=False)
+        except (ValueError, AttributeError, RealtimeError) as exc:
+            msg = exc.message if isinstance(exc, RealtimeError) else str(exc)
+            return web.json_response({"error": {"type": "invalid_request_error", "code": "invalid_value",
+                                                "message": msg}}, status=400)
+        value = "ek_" + new_id("x")[2:]
+        expires_at = int(time.time()) + seconds
+        self.client_secrets[value] = (expires_at, config)
+        return web.json_response({"value": value, "expires_at": expires_at, "session": config})
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         auth_err = None
+        secret = self.client_secrets.get(token) if token.startswith("ek_") else None
         if not token:
             auth_err = RealtimeError(None, "Missing bearer or basic authentication in header")
+        elif token.startswith("ek_"):
+            if secret is None or secret[0] <= time.time():
+                auth_err = RealtimeError("invalid_api_key", "Ephemeral key expired or unknown.")
         elif self.api_key is not None and token != self.api_key:
             auth_err = RealtimeError("invalid_api_key", f"Incorrect API key provided: {token[:8]}***. You can "
                                      "find your API key at https://platform.openai.com/account/api-keys.")
@@ -297,6 +328,9 @@ class FakeRealtimeServer:
         await ws.prepare(request)
         model = request.query.get("model")
         session = FakeSession(self, ws, transport, model or "gpt-realtime", len(self.sessions))
+        if secret is not None:   # an ephemeral key carries its session configuration
+            session.config = {**secret[1], "id": session.id}
+            session._configure_vad()
         self.sessions.append(session)
         self._changed.set()
         self._changed = asyncio.Event()

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from .credentials import ApiKey, Credentials
 from .model import ModelClosed, ModelError, ModelEvent, ModelReconnected
 from .realtime import RealtimeProtocol, SessionConfig
 
@@ -27,11 +28,11 @@ RECONNECT_DELAYS = (0.2, 1.0)     # s before each reconnect attempt; "fails twic
 
 
 class RealtimeSession:
-    def __init__(self, url: str, api_key: str, config: SessionConfig, *, connect_timeout: float = 10.0,
-                 max_queue: int = 500) -> None:
+    def __init__(self, url: str, credentials: Credentials | str, config: SessionConfig, *,
+                 connect_timeout: float = 10.0, max_queue: int = 500) -> None:
         sep = "&" if "?" in url else "?"
         self.url = f"{url}{sep}{urlencode({'model': config.model})}"
-        self._api_key = api_key
+        self._credentials = ApiKey(credentials) if isinstance(credentials, str) else credentials
         self.proto = RealtimeProtocol(config)
         self._connect_timeout = connect_timeout
         self._ws: ClientConnection | None = None
@@ -51,8 +52,9 @@ class RealtimeSession:
 
     async def _connect(self) -> None:
         """Open a socket, configure the session, replay the history, then start sending queued events."""
+        token = await asyncio.wait_for(self._credentials.bearer(), self._connect_timeout)
         ws = await asyncio.wait_for(connect(
-            self.url, additional_headers={"Authorization": f"Bearer {self._api_key}"},
+            self.url, additional_headers={"Authorization": f"Bearer {token}"},
             compression=None, max_size=16 * 2**20, proxy=None, ping_interval=20, ping_timeout=20,
             open_timeout=self._connect_timeout), self._connect_timeout)
         # the server speaks first: session.created, or an error (the live API authenticates after the
@@ -161,7 +163,7 @@ class RealtimeSession:
             self.proto.new_session()
             try:
                 await self._connect()
-            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+            except (OSError, ValueError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
                 log.warning("! model reconnect %d/%d after %s failed: %s", attempt, len(RECONNECT_DELAYS),
                             reason, exc)
                 continue
