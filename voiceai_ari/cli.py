@@ -23,12 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="serve calls from the Stasis app (reads VOICEAI_* settings)")
     sub.add_parser("fake-realtime", help="run the fake Realtime server", add_help=False)
+    sub.add_parser("check", help="check configuration, Asterisk, RTP reachability and the model; exit 0/1")
     args, rest = parser.parse_known_args(argv)
     if args.command == "fake-realtime":
         from . import fake_realtime
         return fake_realtime.main(rest) or 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "check":
+        from . import check
+        return check.main()
     try:
         settings = load_settings()
     except ConfigError as exc:

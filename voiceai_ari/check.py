@@ -1,0 +1,185 @@
+"""`voiceai-ari check`: is this setup able to carry a call? One ✓/✗ line per step, with the fix for each ✗.
+
+The media step is the one that answers "why did my call have no audio": it asks Asterisk to send RTP to the
+configured VOICEAI_RTP_HOST and port (a real externalMedia channel with a tone played into it) and
+waits for a packet to arrive. Nothing here touches live calls: the test channel lives in its own Stasis app
+(`<app>-check`), so a running bot ignores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+
+import aiohttp
+
+from .ari import AriClient, AriError, AriUnavailable
+from .config import ConfigError, Settings, load_settings
+
+REQUIRED_MODULES = ("res_ari.so", "app_stasis.so", "chan_rtp.so", "codec_g722.so", "res_pjsip.so")
+
+
+@dataclass
+class Step:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+class _Rtp(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Future[tuple[bytes, tuple[str, int]]] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        if not self.got.done():
+            self.got.set_result((data, addr))
+
+
+async def run_checks(settings: Settings) -> list[Step]:
+    steps: list[Step] = [Step("configuration", True, f"app {settings.ari_app}, ARI {settings.ari_url}, "
+                                                     f"RTP {settings.rtp_host}:{settings.rtp_ports}")]
+    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.ari_app)
+    async with ari:
+        try:
+            info = await ari.info()
+            steps.append(Step("ARI reachable, credentials accepted", True,
+                              f"Asterisk {info.get('system', {}).get('version', '?')}"))
+        except AriError as exc:
+            steps.append(Step("ARI reachable, credentials accepted", False, f"HTTP {exc.status}: {exc.message}",
+                              "check VOICEAI_ARI_USER / VOICEAI_ARI_PASSWORD against ari.conf"
+                              if exc.status == 401 else "check VOICEAI_ARI_URL (it ends before /ari)"))
+            return steps
+        except AriUnavailable as exc:
+            steps.append(Step("ARI reachable, credentials accepted", False, str(exc),
+                              "start Asterisk; http.conf needs enabled=yes and a bindaddr/bindport this host reaches; "
+                              "set VOICEAI_ARI_URL"))
+            return steps
+        steps.append(await _modules(ari))
+        steps.append(await _app(ari, settings))
+        steps.append(await _media(settings))
+    steps.append(await _model(settings))
+    return steps
+
+
+async def _modules(ari: AriClient) -> Step:
+    try:
+        mods = {m.get("name") for m in await ari.request("GET", "/asterisk/modules")}
+    except AriError as exc:
+        return Step("Asterisk modules", False, str(exc), "res_ari_asterisk.so must be loaded")
+    missing = [m for m in REQUIRED_MODULES if m not in mods]
+    if missing:
+        return Step("Asterisk modules", False, "not loaded: " + ", ".join(missing),
+                    "add `load = <module>` to modules.conf (codec_g722 carries the return audio), then restart")
+    return Step("Asterisk modules", True, ", ".join(REQUIRED_MODULES))
+
+
+async def _app(ari: AriClient, settings: Settings) -> Step:
+    try:
+        app = await ari.application()
+        bound = f"{len(app.get('channel_ids', []))} channel(s) in it"
+        return Step("Stasis app", True, f"'{settings.ari_app}' registered ({bound})")
+    except AriError as exc:
+        if exc.status != 404:
+            return Step("Stasis app", False, str(exc), "check ARI permissions (read_only = no)")
+    return Step("Stasis app", True, f"'{settings.ari_app}' registrable (no bot connected now); the dialplan needs "
+                                    f"Stasis({settings.ari_app})")
+
+
+async def _media(settings: Settings) -> Step:
+    """Asterisk → us: an externalMedia channel to VOICEAI_RTP_HOST:port with a tone played into it."""
+    name = "RTP from Asterisk"
+    loop = asyncio.get_running_loop()
+    proto = _Rtp()
+    transport = None
+    for port in settings.port_range:
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: proto, local_addr=(settings.rtp_bind, port),
+                                                               family=socket.AF_INET)
+            break
+        except OSError:
+            continue
+    if transport is None:
+        return Step(name, False, f"no free UDP port in {settings.rtp_ports} on {settings.rtp_bind}",
+                    "free the range or change VOICEAI_RTP_PORTS / VOICEAI_RTP_BIND")
+    check_app = f"{settings.ari_app}-check"
+    em_id = f"voiceai-check-{uuid.uuid4().hex[:12]}"
+    try:
+        host = (await loop.getaddrinfo(settings.rtp_host, None, family=socket.AF_INET))[0][4][0]
+        checker = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(),
+                            check_app)
+        async with checker, aiohttp.ClientSession() as s, s.ws_connect(   # registers the check app
+                checker.base_url.replace("http", "ws", 1) + "/ari/events", params={"app": check_app},
+                headers={"Authorization": aiohttp.encode_basic_auth(
+                    settings.ari_user, settings.ari_password.get_secret_value())}) as ws:
+            await checker.external_media(external_host=f"{host}:{port}", fmt="slin16", channel_id=em_id)
+            async with asyncio.timeout(3.0):   # media can be played only once the channel is in the app
+                async for msg in ws:
+                    if em_id in msg.data and '"StasisStart"' in msg.data:
+                        break
+            await checker.request("POST", f"/channels/{em_id}/play", params={"media": "tone:440"})
+            try:
+                data, src = await asyncio.wait_for(proto.got, 3.0)
+            except asyncio.TimeoutError:
+                return Step(name, False, f"no RTP reached {settings.rtp_bind}:{port} in 3 s "
+                                         f"(Asterisk was told to send to {host}:{port})",
+                            "VOICEAI_RTP_HOST must be an address of this machine that Asterisk can reach; "
+                            "open UDP " + settings.rtp_ports + " in firewalls; in Docker publish/expose the range")
+            finally:
+                await checker.hangup(em_id)
+        pt = data[1] & 0x7F if len(data) > 1 else -1
+        return Step(name, True, f"{len(data)}-byte RTP (PT {pt}) from {src[0]}:{src[1]} to {host}:{port}")
+    except (AriError, AriUnavailable, OSError, aiohttp.ClientError) as exc:
+        return Step(name, False, f"{type(exc).__name__}: {exc}",
+                    "externalMedia needs chan_rtp and res_ari_channels; see the Asterisk log")
+    finally:
+        transport.close()
+
+
+async def _model(settings: Settings) -> Step:
+    name = "model endpoint"
+    if settings.offline_demo:
+        return Step(name, True, "offline demo model (no OPENAI_API_KEY): the bot echoes callers")
+    from .credentials import make_credentials
+    from .realtime import SessionConfig
+    from .realtime_session import RealtimeSession
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+    cfg = SessionConfig(model=settings.model)
+    session = RealtimeSession(settings.realtime_url, make_credentials(settings, settings.realtime_url,
+                                                                      cfg.session(), key), cfg, connect_timeout=8)
+    try:
+        await session.start()
+        return Step(name, True, f"{settings.realtime_url} session {session.session_id}")
+    except Exception as exc:  # every failure here is a line in the table, not a crash
+        return Step(name, False, f"{type(exc).__name__}: {exc}",
+                    "check OPENAI_API_KEY (or the credentials mode), VOICEAI_REALTIME_URL and VOICEAI_MODEL; "
+                    "the host must reach it (proxy, firewall)")
+    finally:
+        await session.close()
+
+
+def render(steps: list[Step]) -> str:
+    lines = []
+    for st in steps:
+        lines.append(f"{'✓' if st.ok else '✗'} {st.name:<38} {st.detail}")
+        if not st.ok and st.fix:
+            lines.append(f"    fix: {st.fix}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(render([Step("configuration", False, str(exc), "correct that variable (see README)")]))
+        return 1
+    steps = asyncio.run(run_checks(settings))
+    print(render(steps))
+    return 0 if all(s.ok for s in steps) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
