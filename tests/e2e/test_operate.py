@@ -1,0 +1,146 @@
+"""Operating the bot: the control API during a real call, metrics after it, the fallback when the model is
+down, and an outbound call through POST /calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import aiohttp
+import pytest
+
+from . import analysis as A
+from .caller import Phone, place_call
+from .conftest import E2E_KEY
+from .test_call import no_leftovers
+
+pytestmark = pytest.mark.e2e
+TOKEN = "ctl-token-for-e2e-0123"
+PORT = 18089
+
+
+async def api(method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+        async with s.request(method, f"http://127.0.0.1:{PORT}{path}", json=body) as r:
+            text = await r.text()
+            return r.status, (json.loads(text) if "json" in r.content_type else text)
+
+
+async def wait_for_call(timeout: float = 10.0) -> dict:
+    for _ in range(int(timeout / 0.05)):
+        _, calls = await api("GET", "/calls")
+        if calls["calls"]:
+            return calls["calls"][0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no call showed up in GET /calls")
+
+
+async def test_control_api_steers_a_live_call_and_metrics_count_it(make_bot, fake_model, tmp_path):
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=0.5, speed=4)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_CONTROL_PORT=str(PORT),
+                         VOICEAI_CONTROL_TOKEN=TOKEN, VOICEAI_GREETING="model")
+    phone = Phone("g722")
+    phone.play(A.silence(1.5) + A.tone(1000, 0.5, amplitude=5000))
+    call = asyncio.create_task(place_call("100", phone=phone, call_seconds=15.0, workdir=tmp_path))
+    summary = await wait_for_call()
+    await asyncio.sleep(2.5)
+    status, detail = await api("GET", f"/calls/{summary['id']}")
+    assert status == 200 and detail["state"] == "talking" and detail["codec"] == "g722"
+    assert detail["rtp"]["rx_packets"] > 50 and detail["rtp"]["tx_packets"] > 50
+    fs = fake.sessions[0]
+    assert detail["model_session_id"] == fs.id
+    assert [e["event"] for e in detail["transcript"]][0] == "call_start"
+    assert (await api("POST", f"/calls/{summary['id']}/say", {"text": "Your order has shipped."}))[0] == 202
+    said = await fs.wait_for("conversation.item.create")
+    assert said["item"]["role"] == "system" and "Your order has shipped." in said["item"]["content"][0]["text"]
+    assert (await api("POST", f"/calls/{summary['id']}/instructions", {"text": "Speak French."}))[0] == 202
+    upd = [e for e in fs.events_of("session.update") if e["session"].get("instructions") == "Speak French."]
+    for _ in range(40):
+        if upd:
+            break
+        await asyncio.sleep(0.05)
+        upd = [e for e in fs.events_of("session.update") if e["session"].get("instructions") == "Speak French."]
+    assert upd and fs.config["instructions"] == "Speak French."
+    assert (await api("POST", f"/calls/{summary['id']}/transfer", {"target": "nowhere"}))[0] == 422
+    for _ in range(100):   # greeting, the caller's turn and the operator's line have all been spoken
+        if len([r for r in fs.responses if r["status"] == "completed"]) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.6)
+    assert (await api("POST", f"/calls/{summary['id']}/hangup"))[0] == 202
+    res = await call
+    assert res.got_bye, "hangup through the control API ends the call: " + res.summary()
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+    _, text = await api("GET", "/metrics")
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    scrape = "\n".join(line for line in text.splitlines() if line.startswith("voiceai_") and "bucket" not in line)
+    print("\n[e2e] /metrics after the call:\n" + scrape)
+    assert metrics["voiceai_calls_total"] == 1 and metrics["voiceai_calls_active"] == 0
+    assert metrics["voiceai_call_setup_seconds_count"] == 1
+    assert metrics['voiceai_rtp_packets_total{direction="in"}'] > 100
+    assert metrics['voiceai_audio_seconds_total{direction="out"}'] >= 1.2   # greeting, reply, operator line (0.5 s each)
+    assert metrics["voiceai_turn_latency_seconds_count"] >= 1
+    assert metrics['voiceai_model_tokens_total{kind="audio_out"}'] > 0 and metrics["voiceai_model_cost_usd_total"] > 0
+    assert TOKEN not in bot.log()
+    status, _ = await api("GET", "/readyz")
+    assert status == 200
+
+
+async def test_fallback_when_the_model_is_down_apologises_and_hangs_up(make_bot, tmp_path):
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL="ws://127.0.0.1:9/v1/realtime")
+    phone = Phone("g722")
+    res = await place_call("100", phone=phone, call_seconds=15.0, workdir=tmp_path)
+    assert res.got_bye, res.summary()
+    loud = [w for w in A.windows(res.audio_16k(), 16000, 0.02) if w.dbfs > -40]
+    print(f"\n[e2e] fallback: {len(loud) * 20} ms of apology, then BYE after "
+          f"{res.sip_time('BYE', 'recv') - res.t_answered:.1f} s")
+    assert len(loud) * 0.02 > 1.0, "the caller heard the apology (im-sorry, please-try-again)"
+    assert "fallback (hangup)" in bot.log()
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_fallback_can_hand_the_caller_to_a_human(make_bot, tmp_path):
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL="ws://127.0.0.1:9/v1/realtime",
+                         VOICEAI_FALLBACK="transfer", VOICEAI_FALLBACK_TARGET="from-caller,200,1",
+                         VOICEAI_FALLBACK_SOUND="")
+    phone = Phone("g722")
+    res = await place_call("100", phone=phone, call_seconds=4.0, workdir=tmp_path)
+    assert not res.got_bye, "the caller is with extension 200 (demo-congrats), not hung up"
+    loud = [w for w in A.windows(res.audio_16k(), 16000, 0.02) if w.dbfs > -40]
+    assert len(loud) * 0.02 > 1.5
+    assert "fallback (transfer)" in bot.log()
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_outbound_call_through_the_control_api(make_bot, fake_model, tmp_path):
+    """POST /calls dials a SIP UA (sipp as UAS); when it answers the bot talks to it."""
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=0.5, speed=4)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_CONTROL_PORT=str(PORT),
+                         VOICEAI_CONTROL_TOKEN=TOKEN, VOICEAI_GREETING="model")
+    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", "5091", "-mi", "127.0.0.1",
+                            "-mp", "16200", "-cp", "8931", "-m", "1", "-nostdin", "-timeout", "20s"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        await asyncio.sleep(0.5)
+        status, body = await api("POST", "/calls", {"endpoint": "PJSIP/anonymous/sip:ivr@127.0.0.1:5091"})
+        assert status == 202, body
+        await wait_for_call()
+        fs = await fake.wait_for_session(timeout=10)
+        await fs.wait_for("response.create", timeout=10)       # the bot greets whoever answered
+        for _ in range(100):
+            if fs.responses:
+                break
+            await asyncio.sleep(0.05)
+        assert fs.responses and fs.responses[0]["status"] == "completed"
+        _, calls = await api("GET", "/calls")
+        [c] = calls["calls"]
+        assert (await api("POST", f"/calls/{c['id']}/hangup"))[0] == 202
+        assert await asyncio.to_thread(uas.wait, 15) == 0
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+    assert "outbound" in bot.log() or "call up" in bot.log()
+    assert (await no_leftovers(bot)) == ([], [], [])
