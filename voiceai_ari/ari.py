@@ -171,9 +171,10 @@ class AriClient:
             "channelId": channel_id, "data": data})
         return Channel.model_validate(raw)
 
-    async def create_bridge(self, bridge_type: str = "mixing", name: str | None = None) -> Bridge:
-        return Bridge.model_validate(
-            await self.request("POST", "/bridges", params={"type": bridge_type, "name": name}))
+    async def create_bridge(self, bridge_type: str = "mixing", name: str | None = None,
+                            bridge_id: str | None = None) -> Bridge:
+        return Bridge.model_validate(await self.request(
+            "POST", "/bridges", params={"type": bridge_type, "name": name, "bridgeId": bridge_id}))
 
     async def add_channels(self, bridge_id: str, *channel_ids: str) -> None:
         await self.request("POST", f"/bridges/{bridge_id}/addChannel",

@@ -36,6 +36,7 @@ log = logging.getLogger("voiceai.call")
 T = TypeVar("T")
 
 SETUP_TIMEOUT = 10.0      # s for each set-up step (ARI call, externalMedia StasisStart, model connect)
+MODEL_CLOSE_TIMEOUT = 2.0 # s for the model's close handshake at teardown; the socket is dropped after it
 PLAYBACK_TIMEOUT = 30.0   # s for an Asterisk sound (greeting, fallback)
 FAREWELL_TIMEOUT = 30.0   # s to wait for the bot's last words before hangup/transfer
 DTMF_DEBOUNCE = 0.6       # s: keys pressed in a burst reach the model as one item
@@ -87,15 +88,14 @@ class Call:
                               caller_number=self.channel.caller.number)
         connect = asyncio.create_task(self.model.start(), name=f"model-connect-{self.id}")
         try:
-            if self.channel.state != "Up":    # an outbound call (POST /calls) is answered already
-                await self._step(self.ari.answer(self.id))
-            await self._start_media()
+            await self._start_media()      # answers once the media path is up: no first words lost
+            # the session queues audio until it is connected: what the caller says meanwhile is kept
+            self.media.on_audio = self.model.send_audio
             try:
                 await self._step(connect)
             except (OSError, ValueError, asyncio.TimeoutError, WebSocketException) as exc:
                 await self._fallback(f"model unreachable at call start: {type(exc).__name__}: {exc}")
                 return
-            self.media.on_audio = self.model.send_audio
             self._pump = asyncio.create_task(self._converse(), name=f"converse-{self.id}")
             if self.settings.greeting == "model":
                 self.model.request_response(self.settings.greeting_instructions or None)
@@ -110,28 +110,39 @@ class Call:
         except (AriError, AriUnavailable, OSError, RuntimeError, asyncio.TimeoutError) as exc:
             self.end(f"set-up failed: {type(exc).__name__}: {exc}")
         finally:
-            if not connect.done():
+            if not connect.done():   # wait for it, or it may finish after teardown and leave a socket open
                 connect.cancel()
+                await asyncio.gather(connect, return_exceptions=True)
             await self._teardown()
 
     async def _start_media(self) -> None:
+        """UDP port, externalMedia channel and bridge, then answer: the caller is heard from the first word.
+
+        Ids of what Asterisk creates are chosen here, before each request: if the call ends while a request
+        is in flight, teardown still knows what to delete."""
         await self.media.open()
         self.em_id = f"{EM_ID_PREFIX}{uuid.uuid4().hex[:16]}"
         self._bind(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
-        await self._play_greeting_sound()
         em = await self._step(self.ari.external_media(
             external_host=self.media.external_host, fmt="slin16", channel_id=self.em_id, data=self.id))
         host, port = await self._unicast_address(em)
         self.media.set_remote(host, port)
         await self._step(self._em_ready.wait())
-        bridge = await self._step(self.ari.create_bridge("mixing", name=f"{BRIDGE_NAME_PREFIX}{self.id}"))
-        self.bridge_id = bridge.id
-        await self._step(self.ari.add_channels(bridge.id, self.id, self.em_id))
-
-    async def _play_greeting_sound(self) -> None:
-        """greeting=sound: Asterisk plays it to the caller before the caller joins the bridge."""
+        self.bridge_id = f"{BRIDGE_NAME_PREFIX}{uuid.uuid4().hex[:16]}"
+        await self._step(self.ari.create_bridge("mixing", name=f"{BRIDGE_NAME_PREFIX}{self.id}",
+                                                bridge_id=self.bridge_id))
         if self.settings.greeting == "sound":
+            # Asterisk plays it to the caller before the caller joins the bridge (the model does not hear it)
+            await self._answer()
             await self._play(self.settings.greeting_sound)
+            await self._step(self.ari.add_channels(self.bridge_id, self.id, self.em_id))
+        else:
+            await self._step(self.ari.add_channels(self.bridge_id, self.id, self.em_id))
+            await self._answer()
+
+    async def _answer(self) -> None:
+        if self.channel.state != "Up":    # an outbound call (POST /calls) is answered already
+            await self._step(self.ari.answer(self.id))
 
     async def _play(self, media: str) -> None:
         """Asterisk plays `media` (ARI URIs, comma-separated) to the caller; returns when it has finished."""
@@ -371,15 +382,16 @@ class Call:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        await self._quietly("close model", self.model.close())
+        # Asterisk's resources and the port first (the caller's side), the model last (it may be slow)
         stats = self.media.stats()
         await self._quietly("close media", self.media.close())
+        if not self.caller_released:
+            await self._quietly("hang up caller", self.ari.hangup(self.id))
         if self.em_id is not None:
             await self._quietly("delete externalMedia", self.ari.hangup(self.em_id))
         if self.bridge_id is not None:
             await self._quietly("delete bridge", self.ari.delete_bridge(self.bridge_id))
-        if not self.caller_released:
-            await self._quietly("hang up caller", self.ari.hangup(self.id))
+        await self._quietly("close model", self.model.close(), MODEL_CLOSE_TIMEOUT)
         self.metrics.call_ended({**stats, "model_reconnects": getattr(self.model, "reconnects", 0)})
         self.transcript.write("call_end", reason=self.end_reason, media=stats, usage=self.usage,
                               cost_usd=round(self.cost_usd, 6))
@@ -387,8 +399,8 @@ class Call:
         self.log.info("x call ended after %.1f s: %s; media %s", time.time() - self.started,
                       self.end_reason, stats)
 
-    async def _quietly(self, what: str, aw: Awaitable[Any]) -> None:
+    async def _quietly(self, what: str, aw: Awaitable[Any], timeout: float = SETUP_TIMEOUT) -> None:
         try:
-            await asyncio.wait_for(aw, SETUP_TIMEOUT)
+            await asyncio.wait_for(aw, timeout)
         except Exception as exc:  # teardown must go on whatever one step does
-            self.log.warning("! teardown: %s failed: %s", what, exc)
+            self.log.warning("! teardown: %s failed: %r", what, exc)

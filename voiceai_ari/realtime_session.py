@@ -57,18 +57,24 @@ class RealtimeSession:
             self.url, additional_headers={"Authorization": f"Bearer {token}"},
             compression=None, max_size=16 * 2**20, proxy=None, ping_interval=20, ping_timeout=20,
             open_timeout=self._connect_timeout), self._connect_timeout)
-        # the server speaks first: session.created, or an error (the live API authenticates after the
-        # upgrade and sends an error before closing)
-        first = self.proto.receive(await asyncio.wait_for(ws.recv(), self._connect_timeout))
-        errors = [e for e in first if isinstance(e, ModelError)]
-        if errors or self.proto.session_id is None:
-            await ws.close()
-            what = f"{errors[0].code}: {errors[0].message}" if errors else "no session.created"
-            raise ConnectionRefusedError(f"Realtime session refused ({what})")
+        try:
+            # the server speaks first: session.created, or an error (the live API authenticates after the
+            # upgrade and sends an error before closing)
+            first = self.proto.receive(await asyncio.wait_for(ws.recv(), self._connect_timeout))
+            errors = [e for e in first if isinstance(e, ModelError)]
+            if errors or self.proto.session_id is None:
+                what = f"{errors[0].code}: {errors[0].message}" if errors else "no session.created"
+                raise ConnectionRefusedError(f"Realtime session refused ({what})")
+            if self._closing:
+                raise ConnectionAbortedError("session closed while connecting")
+            await ws.send(self.proto.session_update())
+            for msg in self.proto.restore_history():
+                await ws.send(msg)
+        except BaseException:   # cancelled, refused or broken: never leave the socket open
+            if ws.transport is not None:
+                ws.transport.abort()
+            raise
         self._ws = ws
-        await ws.send(self.proto.session_update())
-        for msg in self.proto.restore_history():
-            await ws.send(msg)
         self._sender = asyncio.create_task(self._send_loop(ws), name="realtime-send")
 
     # --- client events -----------------------------------------------------------------------------------
@@ -183,4 +189,8 @@ class RealtimeSession:
         self._closing = True
         await self._stop_sender()
         if self._ws is not None:
-            await self._ws.close()
+            try:
+                await asyncio.wait_for(self._ws.close(), 1.0)
+            finally:
+                if self._ws.transport is not None:
+                    self._ws.transport.abort()   # a peer that does not answer the close frame

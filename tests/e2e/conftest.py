@@ -51,6 +51,15 @@ class Bot:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    async def wait_for_log(self, text: str, count: int = 1, timeout: float = 10.0) -> str:
+        """The log once it holds `text` `count` times (a call's last line comes after its resources are freed)."""
+        for _ in range(int(timeout / 0.05)):
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged {count}x in {timeout} s:\n{self.log()[-3000:]}")
+
     async def stop(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:

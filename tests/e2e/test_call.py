@@ -76,7 +76,7 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     assert [r["status"] for r in fs.responses] == ["completed"]
     # well-formed slin16 RTP from a foreign source (a 5 kHz tone) was dropped and counted, never heard
     assert A.band_share(bytes(fs.audio), 24000, 5000) < 0.001
-    assert "'foreign_source': 50" in bot.log()
+    assert "'foreign_source': 50" in await bot.wait_for_log("x call ended")
     assert not [e for e in fs.received if e["type"] == "error"]
 
     # (b) the caller heard the 440 Hz reply over G.722: >= 90 % of it, no gap > 40 ms
@@ -93,6 +93,7 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     # (c) after the caller's BYE, nothing of the call is left: channels, bridges, UDP ports
     chans, bridges, busy = await no_leftovers(bot)
     assert (chans, bridges, busy) == ([], [], [])
+    await bot.wait_for_log("x call ended")
     assert "caller hung up" in bot.log()
     # logs: JSON lines, the call's id on every line of that call, no secret anywhere (DEBUG level)
     assert E2E_KEY not in bot.log() and "voiceai-secret" not in bot.log()
@@ -197,5 +198,5 @@ async def test_narrowband_fallback_return_path(make_bot, fake_model, tmp_path):
     res = await place_call("100", phone=phone, call_seconds=3.5, workdir=tmp_path)
     pcm, cov = reply_coverage(res, 440)
     assert cov.tone_seconds >= 0.9 and cov.longest_gap_ms <= 40, cov
-    assert "'codec': 'l16-8k'" in bot.log()
+    assert "'codec': 'l16-8k'" in await bot.wait_for_log("x call ended")
     assert (await no_leftovers(bot)) == ([], [], [])

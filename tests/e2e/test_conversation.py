@@ -185,7 +185,7 @@ async def test_transfer_tool_hands_the_caller_to_the_dialplan(make_bot, fake_mod
     print(f"\n[e2e] transfer: {line.tone_seconds * 1000:.0f} ms of the spoken line, then {len(after) * 20} ms "
           "of loud audio from extension 200 (demo-congrats)")
     assert len(after) * 0.02 > 1.0 and len({round(w.freq, -2) for w in after}) > 3
-    assert "transferred" in bot.log()
+    assert "transferred" in await bot.wait_for_log("x call ended")
     assert (await no_leftovers(bot)) == ([], [], [])   # our externalMedia, bridge and port are gone
 
 

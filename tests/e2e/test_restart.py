@@ -79,7 +79,7 @@ async def test_asterisk_restart_idle_and_mid_call(make_bot, fake_model, tmp_path
     back = await reconnected(bot, 3)
     busy_ms = (back - ready) * 1000
     await call
-    assert "caller channel gone (found after ARI reconnect)" in bot.log()
+    await bot.wait_for_log("caller channel gone (found after ARI reconnect)")
     assert await served(tmp_path, "after-busy-restart")
     print(f"\n[e2e] Asterisk restart: bot re-registered {idle_ms:.0f} ms after ARI was back (idle restart), "
           f"{busy_ms:.0f} ms (crash with a call up); the next call was served both times")
