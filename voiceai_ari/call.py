@@ -97,6 +97,7 @@ class Call:
                 await self._fallback(f"model unreachable at call start: {type(exc).__name__}: {exc}")
                 return
             self._pump = asyncio.create_task(self._converse(), name=f"converse-{self.id}")
+            self._pump.add_done_callback(self._pump_done)
             if self.settings.greeting == "model":
                 self.model.request_response(self.settings.greeting_instructions or None)
             self.state = "talking"
@@ -301,6 +302,13 @@ class Call:
             await asyncio.wait_for(self.media.drained(), FAREWELL_TIMEOUT)
         except asyncio.TimeoutError:
             self.log.warning("! farewell not played out in %.0f s; going on", FAREWELL_TIMEOUT)
+
+    def _pump_done(self, task: asyncio.Task[None]) -> None:
+        """A call whose conversation loop died must not stay up in silence."""
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log.error("! conversation failed: %r", exc)
+            self.end(f"internal error: {type(exc).__name__}")
 
     # --- events from the app -----------------------------------------------------------------------------
     def on_ari_event(self, ev: AriEvent) -> None:

@@ -122,6 +122,7 @@ class RtpMedia(asyncio.DatagramProtocol):
         self.socket_errors = 0
         self._item: str | None = None      # model item whose audio is being queued
         self._muted: set[str] = set()      # items cut off by a barge-in: late deltas are discarded
+        self._odd = b""                    # a trailing half sample of model audio
         self.closed = False
 
     # --- set-up ------------------------------------------------------------------------------------------
@@ -179,11 +180,16 @@ class RtpMedia(asyncio.DatagramProtocol):
         if item_id in self._muted:
             return
         self._item = item_id
+        if self._odd:                          # a delta may split a sample: carry the odd byte over
+            pcm, self._odd = self._odd + pcm, b""
+        if len(pcm) & 1:
+            pcm, self._odd = pcm[:-1], pcm[-1:]
         out = self._down.process(pcm)
         if out:
             self.playout.push(out, item_id)
 
     def end_item(self) -> None:
+        self._odd = b""
         if self._item in self._muted:
             return
         tail = self._down.flush()
@@ -194,6 +200,7 @@ class RtpMedia(asyncio.DatagramProtocol):
 
     def interrupt(self) -> tuple[str | None, int]:
         self._down.reset()
+        self._odd = b""
         item_id, played_ms = self.playout.clear()
         if self._item is not None:
             # the model keeps streaming the cut-off item until its cancel lands: none of it may play

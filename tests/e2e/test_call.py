@@ -31,8 +31,8 @@ async def no_leftovers(bot, timeout: float = 3.0) -> tuple[list, list, list[int]
     end = loop.time() + timeout
     while True:
         _, chans = await ari("GET", "/channels")
-        chans = [c for c in chans if c["name"].startswith("UnicastRTP/")
-                 or c.get("dialplan", {}).get("app_name") == "Stasis"]
+        chans = [c for c in chans if (c["name"].startswith("UnicastRTP/") and not c["id"].startswith("voiceai-check-"))
+                 or (c.get("dialplan", {}).get("app_name") == "Stasis" and c["dialplan"].get("app_data") == "voiceai")]
         _, bridges = await ari("GET", "/bridges")
         busy = []
         for port in bot.port_range():
