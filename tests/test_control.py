@@ -37,9 +37,11 @@ def serve_in_thread(ari_url="http://127.0.0.1:9", ready=False, **settings):
             started.set()
         loop.run_until_complete(main())
         loop.run_forever()
+        loop.close()   # its self-pipe sockets would otherwise be garbage-collected open
     t = threading.Thread(target=run, daemon=True)
     t.start()
     started.wait(10)
+    box["thread"] = t
     return loop, box
 
 
@@ -47,6 +49,7 @@ def stop_in_thread(loop, box):
     asyncio.run_coroutine_threadsafe(box["api"].stop(), loop).result(5)
     asyncio.run_coroutine_threadsafe(box["app"].ari.close(), loop).result(5)
     loop.call_soon_threadsafe(loop.stop)
+    box["thread"].join(5)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +123,7 @@ def healthy_server():
             ari_started.set()
         ari_loop.run_until_complete(main())
         ari_loop.run_forever()
+        ari_loop.close()
     threading.Thread(target=run_ari, daemon=True).start()
     ari_started.wait(10)
     loop, box = serve_in_thread(ari_url=f"http://127.0.0.1:{ari_box['port']}", ready=True,
