@@ -186,3 +186,18 @@ def test_history_for_a_new_session_keeps_only_what_was_heard():
     assert items == [
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What are your opening hours?"}]},
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "We open…"}]}]
+
+
+def test_response_create_that_raced_a_vad_response_is_asked_again():
+    p = proto()
+    [create] = p.user_text("The caller pressed 5 on the keypad.", respond=True)[1:]
+    assert json.loads(create)["type"] == "response.create"
+    # the server had just started its own response: the real API rejects ours
+    assert p.receive(ev(type="error", error={"type": "invalid_request_error",
+                                             "code": "conversation_already_has_active_response",
+                                             "message": "Conversation already has an active response"})) == []
+    assert p.take_pending() == []
+    p.receive(ev(type="response.created", response={"id": "resp_vad"}))
+    p.receive(ev(type="response.done", response={"status": "completed"}))
+    [again] = p.take_pending()
+    assert json.loads(again)["type"] == "response.create"

@@ -318,4 +318,11 @@ class RealtimeProtocol:
         if code == "response_cancel_not_active":  # a normal race after barge-in
             log.debug("< error %s (harmless)", code)
             return []
+        if code == "conversation_already_has_active_response":
+            # our response.create raced one the server started itself (VAD): ask again once it is done
+            log.debug("< error %s: response.create held until the active response is done", code)
+            self.response_active = True
+            if '{"type":"response.create"}' not in self._pending:
+                self._pending.append('{"type":"response.create"}')
+            return []
         return [ModelError(code, str(err.get("message", "")), code in FATAL_CODES)]

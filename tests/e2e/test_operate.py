@@ -27,6 +27,14 @@ async def api(method: str, path: str, body: dict | None = None) -> tuple[int, ob
             return r.status, (json.loads(text) if "json" in r.content_type else text)
 
 
+async def completed_responses(fs, n: int, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if len([r for r in fs.responses if r["status"] == "completed"]) >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{n} completed responses expected: {[r['status'] for r in fs.responses]}")
+
+
 async def wait_for_call(timeout: float = 10.0) -> dict:
     for _ in range(int(timeout / 0.05)):
         _, calls = await api("GET", "/calls")
@@ -51,6 +59,7 @@ async def test_control_api_steers_a_live_call_and_metrics_count_it(make_bot, fak
     fs = fake.sessions[0]
     assert detail["model_session_id"] == fs.id
     assert [e["event"] for e in detail["transcript"]][0] == "call_start"
+    await completed_responses(fs, 2)   # greeting and the reply to the caller: the operator's line comes third
     assert (await api("POST", f"/calls/{summary['id']}/say", {"text": "Your order has shipped."}))[0] == 202
     said = await fs.wait_for("conversation.item.create")
     assert said["item"]["role"] == "system" and "Your order has shipped." in said["item"]["content"][0]["text"]
@@ -63,11 +72,8 @@ async def test_control_api_steers_a_live_call_and_metrics_count_it(make_bot, fak
         upd = [e for e in fs.events_of("session.update") if e["session"].get("instructions") == "Speak French."]
     assert upd and fs.config["instructions"] == "Speak French."
     assert (await api("POST", f"/calls/{summary['id']}/transfer", {"target": "nowhere"}))[0] == 422
-    for _ in range(100):   # greeting, the caller's turn and the operator's line have all been spoken
-        if len([r for r in fs.responses if r["status"] == "completed"]) >= 3:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.6)
+    await completed_responses(fs, 3)
+    await asyncio.sleep(0.6)           # the operator's line is played out
     assert (await api("POST", f"/calls/{summary['id']}/hangup"))[0] == 202
     res = await call
     assert res.got_bye, "hangup through the control API ends the call: " + res.summary()
