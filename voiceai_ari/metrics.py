@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .app import VoiceAiApp
 
+# the media counters of a call (RtpMedia.stats) that add up across calls
+MEDIA_TOTALS = ("rx_packets", "tx_packets", "playout_underruns", "audio_in_ms", "audio_out_ms")
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5.0, 10.0)
 
 
@@ -47,8 +49,7 @@ class Metrics:
 
     def call_ended(self, stats: dict[str, Any]) -> None:
         """Fold an ended call's media counters into the totals."""
-        for key in ("rx_packets", "tx_packets", "playout_underruns", "audio_in_ms", "audio_out_ms",
-                    "model_reconnects"):
+        for key in (*MEDIA_TOTALS, "model_reconnects"):
             self.ended[key] += int(stats.get(key, 0))
         for reason, n in stats.get("rx_dropped", {}).items():
             self.rtp_dropped[reason] += n
@@ -68,7 +69,7 @@ class _AppCollector(Collector):
         total = Counter(m.ended)
         dropped = Counter(m.rtp_dropped)
         for st in live:
-            for key in ("rx_packets", "tx_packets", "playout_underruns", "audio_in_ms", "audio_out_ms"):
+            for key in MEDIA_TOTALS:
                 total[key] += int(st.get(key, 0))
             dropped.update(st.get("rx_dropped", {}))
         yield _gauge("voiceai_calls_active", "calls in progress", len(app.calls))
