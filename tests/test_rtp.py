@@ -290,6 +290,19 @@ class TestInboundFilter:
         assert f.accept(slin(1, size=320), ASTERISK) is None
         assert InboundFilter(payload_bytes=None).accept(slin(1, size=320), ASTERISK) == b"\x01" * 320
 
+    def test_learns_the_dynamic_payload_type_from_the_first_good_packet(self) -> None:
+        f = InboundFilter(payload_type=None, payload_bytes=640)
+        f.expected_source = ASTERISK
+        assert f.accept(slin(1, pt=0, size=640), ASTERISK) is None       # static PT: never learned
+        assert f.accept(slin(2, pt=123, size=320), ASTERISK) is None     # wrong size: not learned either
+        assert f.payload_type is None
+        assert f.accept(slin(3, pt=123), ASTERISK) == b"\x03" * 640     # learned here
+        assert f.payload_type == 123
+        assert f.accept(slin(4, pt=118), ASTERISK) is None               # locked from now on
+        assert f.accept(slin(5, pt=123), ASTERISK) == b"\x05" * 640
+        assert (f.drops["payload_type"], f.drops["bad_length"], f.accepted) == (2, 1, 2)
+        assert_counters_add_up(f)
+
     def test_duplicate_and_late(self) -> None:
         f = InboundFilter()
         for s in (1, 2, 2, 4, 3, 5, 1):
@@ -376,3 +389,12 @@ def test_fuzz_accept_never_raises_and_counters_add_up(
     assert f.received == len(traffic)
     assert_counters_add_up(f)
     assert all(v >= 0 for v in f.drops.values()) and f.lost >= 0
+
+
+@given(packets, st.integers(0, 255))
+def test_accept_returns_exactly_the_parsed_payload(pkt: RtpPacket, padding: int) -> None:
+    """The gate's fast header path (plain V=2 packets) and the full parser agree on every packet."""
+    f = InboundFilter(payload_type=pkt.payload_type, payload_bytes=None)
+    data = pkt.to_bytes(padding)
+    assert f.accept(data, ASTERISK) == parse_rtp(data).payload
+    assert (f.ssrc, f.highest_seq) == (pkt.ssrc, pkt.sequence)

@@ -18,6 +18,7 @@ import aiohttp
 
 from .ari import AriClient, AriError, AriUnavailable
 from .config import ConfigError, Settings, load_settings
+from .media import CALLER_FORMAT
 
 REQUIRED_MODULES = ("res_ari.so", "app_stasis.so", "chan_rtp.so", "codec_g722.so", "res_pjsip.so")
 
@@ -115,7 +116,7 @@ async def _media(settings: Settings) -> Step:
                 checker.base_url.replace("http", "ws", 1) + "/ari/events", params={"app": check_app},
                 headers={"Authorization": aiohttp.encode_basic_auth(
                     settings.ari_user, settings.ari_password.get_secret_value())}) as ws:
-            await checker.external_media(external_host=f"{host}:{port}", fmt="slin16", channel_id=em_id)
+            await checker.external_media(external_host=f"{host}:{port}", fmt=CALLER_FORMAT, channel_id=em_id)
             async with asyncio.timeout(3.0):   # media can be played only once the channel is in the app
                 async for msg in ws:
                     if em_id in msg.data and '"StasisStart"' in msg.data:
@@ -131,7 +132,7 @@ async def _media(settings: Settings) -> Step:
             finally:
                 await checker.hangup(em_id)
         pt = data[1] & 0x7F if len(data) > 1 else -1
-        return Step(name, True, f"{len(data)}-byte RTP (PT {pt}) from {src[0]}:{src[1]} to {host}:{port}")
+        return Step(name, True, f"{len(data)}-byte RTP (PT {pt}, {CALLER_FORMAT}) from {src[0]}:{src[1]} to {host}:{port}")
     except (AriError, AriUnavailable, OSError, aiohttp.ClientError) as exc:
         return Step(name, False, f"{type(exc).__name__}: {exc}",
                     "externalMedia needs chan_rtp and res_ari_channels; see the Asterisk log")

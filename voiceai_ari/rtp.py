@@ -204,7 +204,9 @@ class InboundFilter:
     Rules, in order:
     1. ``expected_source`` set: datagrams from any other (host, port) are "foreign_source".
     2. Not parseable as RTP: "malformed".  Wrong payload type: "payload_type".  Payload size other
-       than ``payload_bytes`` (if set): "bad_length".
+       than ``payload_bytes`` (if set): "bad_length".  With ``payload_type=None`` the gate learns
+       the PT of the first packet that passes the checks above, if it is dynamic (96-127): Asterisk
+       numbers formats such as slin24 itself, and only its own address gets this far.
     3. A new SSRC re-syncs the sequence state (counted in ``ssrc_changes``) and is accepted.
     4. Sequence (RFC 3550 A.1, simplified; audio is consumed in order and a jitter buffer is not worth
        it here): a forward step is accepted and its gap counted in ``lost``; the highest sequence
@@ -218,7 +220,7 @@ class InboundFilter:
     MAX_MISORDER = 100
     REASONS = ("malformed", "foreign_source", "payload_type", "bad_length", "duplicate", "late")
 
-    def __init__(self, payload_type: int = 118, payload_bytes: int | None = 640) -> None:
+    def __init__(self, payload_type: int | None = 118, payload_bytes: int | None = 640) -> None:
         self.payload_type = payload_type
         self.payload_bytes = payload_bytes
         self._expected_source: tuple[str, int] | None = None
@@ -253,31 +255,39 @@ class InboundFilter:
             if not same:
                 return self._drop("foreign_source")
         try:
-            pkt = parse_rtp(data)
-        except (RtpError, TypeError):
+            if len(data) > 12 and data[0] == 0x80:   # what Asterisk sends: V=2, no padding/extension/CSRC
+                second, seq, _, ssrc = _HEADER.unpack_from(data)[1:]
+                pt, payload = second & 0x7F, data[12:]
+            else:
+                pkt = parse_rtp(data)
+                pt, seq, ssrc, payload = pkt.payload_type, pkt.sequence, pkt.ssrc, pkt.payload
+        except (RtpError, TypeError, struct.error):
             return self._drop("malformed")
-        if pkt.payload_type != self.payload_type:
-            return self._drop("payload_type")
-        if self.payload_bytes is not None and len(pkt.payload) != self.payload_bytes:
+        bad_length = self.payload_bytes is not None and len(payload) != self.payload_bytes
+        if pt != self.payload_type:
+            if self.payload_type is not None or not 96 <= pt <= 127:
+                return self._drop("payload_type")
+            if not bad_length:
+                self.payload_type = pt   # learn Asterisk's dynamic PT from its first well-formed packet
+        if bad_length:
             return self._drop("bad_length")
-        seq = pkt.sequence
-        if pkt.ssrc != self.ssrc or self.highest_seq is None:
+        if ssrc != self.ssrc or self.highest_seq is None:
             if self.ssrc is not None:
                 self.ssrc_changes += 1
-            self.ssrc = pkt.ssrc
-            return self._sync(seq, pkt.payload)
+            self.ssrc = ssrc
+            return self._sync(seq, payload)
         delta = seq_diff(seq, self.highest_seq)
         if 0 < delta <= self.MAX_DROPOUT:
             self.lost += delta - 1
             self.highest_seq = seq
             self._bad_seq = None
             self.accepted += 1
-            return pkt.payload
+            return payload
         if delta == 0:
             return self._drop("duplicate")
         if delta > 0 or seq == self._bad_seq:  # restart confirmed (or a huge forward jump)
             self.seq_resyncs += 1
-            return self._sync(seq, pkt.payload)
+            return self._sync(seq, payload)
         if delta < -self.MAX_MISORDER:
             self._bad_seq = seq_add(seq, 1)
         return self._drop("late")

@@ -60,7 +60,7 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
     phone = Phone("g722")
     phone.play(A.tone(1000, 1.0, amplitude=AMP))           # then the phone sends silence
-    spoof = asyncio.create_task(spoof_rtp(bot.port_range()[0], A.tone(5000, 1.0, amplitude=AMP)))
+    spoof = asyncio.create_task(spoof_rtp(bot.port_range()[0], A.tone(5000, 1.0, amplitude=AMP, rate=24000)))
     res = await place_call("100", phone=phone, call_seconds=5.0, workdir=tmp_path)
     assert res.ok and not res.got_bye, res.summary()
     assert await spoof == 50
@@ -74,7 +74,7 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     assert speech.start_s is not None and abs(speech.tone_seconds - 1.0) < 0.06, speech
     assert abs(dominant_frequency(bytes(fs.audio[:speech_bytes(speech)]), 24000) - 1000) < 5
     assert [r["status"] for r in fs.responses] == ["completed"]
-    # well-formed slin16 RTP from a foreign source (a 5 kHz tone) was dropped and counted, never heard
+    # well-formed slin24 RTP from a foreign source (a 5 kHz tone) was dropped and counted, never heard
     assert A.band_share(bytes(fs.audio), 24000, 5000) < 0.001
     assert "'foreign_source': 50" in await bot.wait_for_log("x call ended")
     assert not [e for e in fs.received if e["type"] == "error"]
@@ -102,19 +102,19 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     assert len(of_call) >= 3 and {x.get("call") for x in of_call} == {fs_call_id(lines)}
 
 
-async def spoof_rtp(port: int, pcm16k_le: bytes) -> int:
-    """Send valid-looking slin16 RTP (PT 118, big-endian) to the bot's port from a foreign socket."""
+async def spoof_rtp(port: int, pcm24k_le: bytes) -> int:
+    """Send valid-looking slin24 RTP (Asterisk's PT 123, big-endian) to the bot's port from a foreign socket."""
     import numpy as np
     from voiceai_ari.rtp import RtpSender
 
     await asyncio.sleep(0.5)   # the call is up by now
-    sender = RtpSender(118, 320)
-    be = np.frombuffer(pcm16k_le, "<i2").astype(">i2").tobytes()
+    sender = RtpSender(123, 480)
+    be = np.frombuffer(pcm24k_le, "<i2").astype(">i2").tobytes()
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     try:
         for k in range(50):
-            s.sendto(sender.packet(be[k * 640:(k + 1) * 640]), ("127.0.0.1", port))
+            s.sendto(sender.packet(be[k * 960:(k + 1) * 960]), ("127.0.0.1", port))
             await asyncio.sleep(0.02)
     finally:
         s.close()

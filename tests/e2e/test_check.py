@@ -31,7 +31,7 @@ def test_check_passes_on_the_sandbox(locked):
     assert p.returncode == 0, p.stdout + p.stderr
     lines = p.stdout.splitlines()
     assert len(lines) == 6 and all(line.startswith("✓") for line in lines)
-    assert "RTP from Asterisk" in p.stdout and "(PT 118)" in p.stdout
+    assert "RTP from Asterisk" in p.stdout and "(PT 123, slin24)" in p.stdout
 
 
 @pytest.mark.parametrize("env,step,fix", [

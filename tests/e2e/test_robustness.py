@@ -299,14 +299,14 @@ async def test_busy_announcement_is_played_before_the_hangup(make_bot, fake_mode
 # ------------------------------------------------------------------------------------------------ RTP fuzz
 def hostile_datagrams(seed: int, n: int) -> list[bytes]:
     """``n`` hostile datagrams, deterministic: random bytes, runts, wrong versions and payload types, valid
-    slin16 packets with sequence jumps, duplicates and reordering, oversized payloads."""
+    slin24 packets with sequence jumps, duplicates and reordering, oversized payloads."""
     rng = random.Random(seed)
     ssrc, seq = rng.getrandbits(32), rng.getrandbits(16)
     out: list[bytes] = []
 
-    def rtp(seq: int, pt: int = 118, payload: bytes | None = None, version: int = 2) -> bytes:
-        payload = rng.randbytes(640) if payload is None else payload
-        return struct.pack("!BBHII", version << 6, pt, seq & 0xFFFF, (seq * 320) & 0xFFFFFFFF, ssrc) + payload
+    def rtp(seq: int, pt: int = 123, payload: bytes | None = None, version: int = 2) -> bytes:
+        payload = rng.randbytes(960) if payload is None else payload
+        return struct.pack("!BBHII", version << 6, pt, seq & 0xFFFF, (seq * 480) & 0xFFFFFFFF, ssrc) + payload
 
     while len(out) < n:
         kind = rng.randrange(9)
@@ -317,7 +317,7 @@ def hostile_datagrams(seed: int, n: int) -> list[bytes]:
         elif kind == 2:
             out.append(rtp(seq, version=rng.choice((0, 1, 3))))
         elif kind == 3:
-            out.append(rtp(seq, pt=rng.choice((0, 8, 9, 127)), payload=rng.randbytes(rng.choice((160, 320, 640)))))
+            out.append(rtp(seq, pt=rng.choice((0, 8, 9, 127)), payload=rng.randbytes(rng.choice((160, 320, 960)))))
         elif kind == 4:   # a valid packet after a sequence jump
             seq = (seq + rng.choice((2, 50, 3001, 30000))) & 0xFFFF
             out.append(rtp(seq))
