@@ -125,7 +125,7 @@ class Call:
         self.em_id = f"{EM_ID_PREFIX}{uuid.uuid4().hex[:16]}"
         self._bind(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
         em = await self._step(self.ari.external_media(
-            external_host=self.media.external_host, fmt="slin16", channel_id=self.em_id, data=self.id))
+            external_host=self.media.external_host, fmt=self.media.external_format, channel_id=self.em_id, data=self.id))
         host, port = await self._unicast_address(em)
         self.media.set_remote(host, port)
         await self._step(self._em_ready.wait())
@@ -193,6 +193,9 @@ class Call:
                 if self._speech_stopped_at is not None:
                     self.metrics.turn.observe(loop.time() - self._speech_stopped_at)
                     self._speech_stopped_at = None
+                # let other calls' packets and clock ticks run between buffered deltas (a burst of them is
+                # otherwise worked through in one step of this task, several ms at a time)
+                await asyncio.sleep(0)
             elif isinstance(ev, AudioDone):
                 media.end_item()
             elif isinstance(ev, SpeechStarted):

@@ -1,12 +1,17 @@
 """Media transports: how a call's audio gets between Asterisk and the bot.
 
 `MediaTransport` is the narrow interface a `Call` uses; `RtpMedia` implements it for ARI externalMedia over
-RTP/UDP (slin16 PT 118 big-endian in; G.722 PT 9, or L16 8 kHz PT 11, out). Another transport (ulaw
-passthrough, Asterisk's WebSocket channel) is one more class with the same five methods.
+RTP/UDP (slin24 big-endian in: Asterisk resamples to the model's rate in C; G.722 PT 9, or L16 8 kHz PT 11,
+out). Another transport (ulaw passthrough, Asterisk's WebSocket channel) is one more class with the same
+five methods.
 
 The asyncio parts here only move bytes between the socket, the loop's clock and the sans-I/O cores:
 `InboundFilter` (rtp.py), `StreamResampler` (resample.py), `Playout`/`PacingClock` (playout.py) and the
 return-path encoder (codec.py). The hot path runs once per 20 ms per direction and logs nothing.
+
+Every call of the process sends on one `FrameClock`: one timer wake-up per 20 ms for all calls instead of
+one per call, and each call's packet leaves at the same place in every tick, so its send interval stays
+steady however many calls share the loop.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import asyncio
 import errno
 import logging
 import socket
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .codec import make_encoder
+from .codec import make_encoder, slin_be_to_le
 from .model import MODEL_RATE
 from .playout import PacingClock, Playout
 from .resample import StreamResampler
@@ -26,8 +32,12 @@ from .rtp import InboundFilter, RtpSender
 
 log = logging.getLogger("voiceai.media")
 
-CALLER_RATE = 16000          # slin16 from Asterisk
-INBOUND_PT = 118             # Asterisk's dynamic PT for slin16 (sending it back is silently dropped)
+# What externalMedia is asked for. slin24 is the model's own rate, so the caller's audio needs only a byte
+# swap here; Asterisk resamples in C (its translator), which costs it less than numpy costs us. Asterisk
+# sends it on a dynamic PT (123 on 22.10.1) that the inbound gate learns from the first packet.
+CALLER_FORMAT = "slin24"
+CALLER_RATE = MODEL_RATE
+CALLER_FRAME_BYTES = CALLER_RATE // 50 * 2
 DRAIN_MARGIN = 0.060        # s after the last frame left, so it reaches the caller before a BYE
 UPLINK_FILL_AFTER = 0.060    # s without caller RTP before silence is fed to the model (simple_bridge gaps)
 
@@ -36,6 +46,7 @@ class MediaTransport(Protocol):
     """What a Call needs from a media path. Audio in and out is 24 kHz PCM16 LE (the model's format)."""
 
     on_audio: Callable[[bytes], None] | None
+    external_format: str   # the externalMedia `format` this transport expects from Asterisk
 
     @property
     def external_host(self) -> str:
@@ -95,16 +106,85 @@ class PortPool:
         return len(self._used)
 
 
+class FrameClock:
+    """The process's 20 ms send clock: one `loop.call_at` timer that ticks every member in turn.
+
+    Members are called as ``member(frames_due, now)`` in the order they joined, so a call's packets leave
+    at the same offset in every tick. The schedule is a `PacingClock` (absolute deadlines, re-anchored
+    after a stall). The clock runs only while it has members. One member raising is counted, logged once
+    and removed; the others keep their clock.
+    """
+
+    _shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FrameClock]" = weakref.WeakKeyDictionary()
+
+    def __init__(self, period: float = 0.020) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.pacing = PacingClock(period)
+        self._members: dict[Callable[[int, float], None], None] = {}   # an ordered set
+        self._timer: asyncio.TimerHandle | None = None
+        self.ticks = 0
+        self.member_errors = 0
+
+    @classmethod
+    def shared(cls) -> FrameClock:
+        """The running loop's clock (created on first use)."""
+        loop = asyncio.get_running_loop()
+        clock = cls._shared.get(loop)
+        if clock is None:
+            clock = cls._shared[loop] = cls()
+        return clock
+
+    def join(self, member: Callable[[int, float], None]) -> None:
+        """Tick ``member`` from the next deadline on (the clock starts now if it was idle)."""
+        self._members[member] = None   # a bound method: equal (and hashed) by its object and function
+        if self._timer is None:
+            self.pacing.start(self._loop.time())
+            self._timer = self._loop.call_at(self.pacing.next_deadline(), self._tick)
+
+    def leave(self, member: Callable[[int, float], None]) -> None:
+        self._members.pop(member, None)
+        if not self._members and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def members(self) -> int:
+        return len(self._members)
+
+    def until_next(self) -> float:
+        """Seconds until the next tick (0 when idle)."""
+        if self._timer is None:
+            return 0.0
+        return max(0.0, self.pacing.next_deadline() - self._loop.time())
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        due = self.pacing.due(now)
+        self.ticks += 1
+        for member in list(self._members):   # members may leave during the tick
+            try:
+                member(due, now)
+            except Exception:
+                self.member_errors += 1
+                self._members.pop(member, None)
+                log.exception("! media clock member failed and was removed")
+        if self._members:
+            self._timer = self._loop.call_at(self.pacing.next_deadline(), self._tick)
+        else:
+            self._timer = None
+
+
 class RtpMedia(asyncio.DatagramProtocol):
     """ARI externalMedia over RTP/UDP for one call."""
 
+    external_format = CALLER_FORMAT
+
     def __init__(self, *, bind_host: str, advertise_host: str, pool: PortPool,
-                 return_codec: str = "g722") -> None:
+                 return_codec: str = "g722", clock: FrameClock | None = None) -> None:
         self._bind_host, self._advertise_host, self._pool = bind_host, advertise_host, pool
         self.port = 0
         self.on_audio: Callable[[bytes], None] | None = None
-        self.filter = InboundFilter(payload_type=INBOUND_PT, payload_bytes=640)
-        self._up = StreamResampler(CALLER_RATE, MODEL_RATE)
+        self.filter = InboundFilter(payload_type=None, payload_bytes=CALLER_FRAME_BYTES)
         self.encoder = make_encoder(return_codec)
         fmt = self.encoder.fmt
         self._down = StreamResampler(MODEL_RATE, fmt.sample_rate)
@@ -112,10 +192,10 @@ class RtpMedia(asyncio.DatagramProtocol):
         self._silence = bytes(fmt.sample_rate // 50 * 2)
         self._uplink_silence = bytes(MODEL_RATE // 50 * 2)
         self.sender = RtpSender(fmt.payload_type, fmt.ts_step)
-        self.clock = PacingClock(0.020)
+        self.clock = clock if clock is not None else FrameClock.shared()
         self._transport: asyncio.DatagramTransport | None = None
         self._remote: tuple[str, int] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticking = False
         self._loop = asyncio.get_running_loop()
         self._last_rx = 0.0
         self.uplink_fill_frames = 0
@@ -155,11 +235,10 @@ class RtpMedia(asyncio.DatagramProtocol):
     def set_remote(self, host: str, port: int) -> None:
         self._remote = (host, port)
         self.filter.expected_source = (host, port)
-        if self._timer is None and not self.closed:
-            now = self._loop.time()
-            self._last_rx = now
-            self.clock.start(now)
-            self._timer = self._loop.call_at(self.clock.next_deadline(), self._tick)
+        if not self._ticking and not self.closed:
+            self._last_rx = self._loop.time()
+            self._ticking = True
+            self.clock.join(self._tick)
 
     # --- inbound: Asterisk -> model ----------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:  # type: ignore[override]
@@ -167,9 +246,8 @@ class RtpMedia(asyncio.DatagramProtocol):
         if payload is None:
             return
         self._last_rx = self._loop.time()
-        pcm = self._up.process(payload, big_endian=True)
-        if pcm and self.on_audio is not None:
-            self.on_audio(pcm)
+        if self.on_audio is not None:
+            self.on_audio(slin_be_to_le(payload))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable while Asterisk's side is not up yet, etc.: not fatal for the call
@@ -207,19 +285,15 @@ class RtpMedia(asyncio.DatagramProtocol):
             self._muted.add(self._item)
         return item_id, played_ms
 
-    def _tick(self) -> None:
-        """Runs at each 20 ms deadline: send what is due, feed uplink silence during caller gaps."""
-        if self.closed:
-            return
-        now = self._loop.time()
-        for _ in range(self.clock.due(now)):
+    def _tick(self, due: int, now: float) -> None:
+        """The shared clock's 20 ms tick: send what is due, feed uplink silence during caller gaps."""
+        for _ in range(due):
             self._send_frame()
         if now - self._last_rx > UPLINK_FILL_AFTER and self.on_audio is not None:
             # Asterisk's simple_bridge forwards only while the caller sends; the model's VAD still
             # needs time to pass to see the end of a turn.
             self.uplink_fill_frames += 1
             self.on_audio(self._uplink_silence)
-        self._timer = self._loop.call_at(self.clock.next_deadline(), self._tick)
 
     def _send_frame(self) -> None:
         item = self.playout.pop()
@@ -236,7 +310,7 @@ class RtpMedia(asyncio.DatagramProtocol):
         return self.playout.queued_ms > 0
 
     def until_next_frame(self) -> float:
-        return max(0.0, self.clock.next_deadline() - self._loop.time()) if self._timer is not None else 0.0
+        return self.clock.until_next() if self._ticking else 0.0
 
     async def drained(self) -> None:
         while self.playout.queued_ms > 0 and not self.closed:
@@ -248,7 +322,7 @@ class RtpMedia(asyncio.DatagramProtocol):
         f = self.filter
         return {"port": self.port, "rx_packets": f.received, "rx_accepted": f.accepted,
                 "rx_dropped": dict(f.drops), "tx_packets": self.sender.packets_sent,
-                "playout_underruns": self.playout.underruns, "clock_reanchors": self.clock.reanchors,
+                "playout_underruns": self.playout.underruns, "clock_reanchors": self.clock.pacing.reanchors,
                 "audio_in_ms": f.accepted * 20, "audio_out_ms": self.playout.frames_out * 20,
                 "uplink_fill_frames": self.uplink_fill_frames, "socket_errors": self.socket_errors,
                 "codec": self.encoder.fmt.name}
@@ -257,8 +331,9 @@ class RtpMedia(asyncio.DatagramProtocol):
         if self.closed:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._ticking:
+            self.clock.leave(self._tick)
+            self._ticking = False
         if self._transport is not None:
             self._transport.close()
         if self.port:

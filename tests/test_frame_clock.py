@@ -1,0 +1,61 @@
+"""media.FrameClock: one 20 ms timer for every call of the process (real event loop, loop.time())."""
+
+import asyncio
+
+from voiceai_ari.media import FrameClock
+
+
+class Member:
+    def __init__(self, name: str, log: list, fail: bool = False) -> None:
+        self.name, self.log, self.fail, self.frames = name, log, fail, 0
+
+    def tick(self, due: int, now: float) -> None:
+        self.log.append((self.name, now))
+        self.frames += due
+        if self.fail:
+            raise RuntimeError("boom")
+
+
+async def test_members_tick_in_join_order_on_one_20ms_schedule():
+    clock, log = FrameClock(), []
+    a, b, c = Member("a", log), Member("b", log), Member("c", log)
+    for m in (a, b, c):
+        clock.join(m.tick)
+    t0 = asyncio.get_running_loop().time()
+    await asyncio.sleep(0.5)
+    for m in (a, b, c):
+        clock.leave(m.tick)
+    names = [n for n, _ in log]
+    assert names[:9] == ["a", "b", "c"] * 3                       # the same order in every tick
+    ticks = sorted({t for _, t in log})
+    assert 20 <= len(ticks) <= 27 and clock.ticks == len(ticks)
+    # frames handed out follow the absolute schedule (anchor + k * 20 ms), whatever the wake-ups did
+    assert abs(a.frames - (ticks[-1] - t0) / 0.020) <= 2
+    assert a.frames == b.frames == c.frames
+    assert clock.members == 0 and clock.until_next() == 0.0       # idle: no timer left armed
+
+
+async def test_a_failing_member_is_removed_and_the_others_keep_their_clock():
+    clock, log = FrameClock(), []
+    good, bad = Member("good", log), Member("bad", log, fail=True)
+    clock.join(bad.tick)
+    clock.join(good.tick)
+    await asyncio.sleep(0.2)
+    assert clock.member_errors == 1 and [n for n, _ in log].count("bad") == 1
+    assert good.frames >= 5 and clock.members == 1
+    clock.leave(good.tick)
+
+
+async def test_shared_clock_is_one_per_loop_and_leaving_twice_is_harmless():
+    assert FrameClock.shared() is FrameClock.shared()
+    clock, log = FrameClock(), []
+    m = Member("m", log)
+    clock.join(m.tick)
+    clock.join(m.tick)          # joining again does not double its ticks
+    await asyncio.sleep(0.1)
+    clock.leave(m.tick)
+    clock.leave(m.tick)
+    n = len(log)
+    assert n == len({t for _, t in log})
+    await asyncio.sleep(0.06)
+    assert len(log) == n        # left: no more ticks
