@@ -201,3 +201,27 @@ def test_response_create_that_raced_a_vad_response_is_asked_again():
     p.receive(ev(type="response.done", response={"status": "completed"}))
     [again] = p.take_pending()
     assert json.loads(again)["type"] == "response.create"
+
+
+def test_audio_delta_fast_path_agrees_with_the_full_parse():
+    """Deltas are read by key search; any layout it does not recognise falls back to the JSON parse."""
+    pcm = bytes(range(256)) * 4
+    b64 = base64.b64encode(pcm).decode()
+    layouts = [
+        delta("item_1", 960),                                         # json.dumps default (", " and ": ")
+        json.dumps({"type": "response.output_audio.delta", "item_id": "item_1", "delta": b64},
+                   separators=(",", ":")),                            # compact, as OpenAI sends
+        json.dumps({"delta": b64, "item_id": "item_1", "type": "response.output_audio.delta"}),   # type last
+        '{"type":"response.output_audio.delta","item_id":"it\\u0065m_1","delta":"' + b64 + '"}',  # an escape
+        '{\n  "type" : "response.output_audio.delta",\n  "item_id" : "item_1",\n  "delta" : "' + b64 + '"\n}',
+    ]
+    for text in layouts:
+        want = [AudioDelta("item_1", pcm if b64 in text else bytes(960))]
+        assert proto().receive(text) == want, text[:80]
+    p = proto()
+    for bad in ('{"type":"response.output_audio.delta","item_id":"item_1","delta":"***"}',
+                '{"type":"response.output_audio.delta","item_id":"item_1","delta":"QUJD\u00e9"}',
+                '{"type":"response.output_audio.delta","item_id":"item_1","delta":"QUJ"}',
+                '{"type":"response.output_audio.delta","item_id":"item_1","delta":'):
+        assert p.receive(bad) == []
+    assert p.bad_events == 4

@@ -12,6 +12,7 @@ The beta API is shut down: no `OpenAI-Beta` header, `session.type` is always sen
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,42 @@ FATAL_CODES = frozenset({"invalid_api_key", "model_not_found", "beta_api_shape_d
                          "insufficient_quota", "invalid_session", "authentication_error"})
 HISTORY_MAX = 40   # finished turns kept to re-seed a new session
 BYTES_PER_MS = 48  # 24 kHz * 2 bytes
+_DELTA_TYPE = '"response.output_audio.delta"'
+
+
+def _json_string_field(text: str, key: str) -> str | None:
+    """The value of ``"key": "value"`` where value has no escapes, found by search, else None."""
+    i = text.find(key)
+    if i < 0:
+        return None
+    i += len(key)
+    n = len(text)
+    while i < n and text[i] in " :\t\r\n":
+        i += 1
+    if i >= n or text[i] != '"':
+        return None
+    j = text.find('"', i + 1)
+    if j < 0:
+        return None
+    value = text[i + 1:j]
+    return None if "\\" in value else value
+
+
+def _audio_delta_fields(text: str) -> tuple[str, str] | None:
+    """(item_id, base64) of a ``response.output_audio.delta`` without a full JSON parse, or None.
+
+    Most of a session's bytes are these events, and json.loads spends most of its time copying the
+    base64 string out (6.4 µs of 11 for 20 ms of audio). Base64 and the model's ids never need JSON
+    escapes, and the event is flat, so searching for the two keys finds what a parse would. Anything
+    unusual (an escape, a missing key, another layout) returns None and takes the full parse.
+    """
+    if not text.startswith("{") or '"type"' not in text[:16]:
+        return None
+    item_id = _json_string_field(text, '"item_id"')
+    b64 = _json_string_field(text, '"delta"')
+    if item_id is None or b64 is None:
+        return None
+    return item_id, b64
 
 
 @dataclass(frozen=True)
@@ -220,6 +257,10 @@ class RealtimeProtocol:
 
     # --- server events -----------------------------------------------------------------------------------
     def receive(self, text: str | bytes) -> list[ModelEvent]:
+        if isinstance(text, str) and _DELTA_TYPE in text[:64]:
+            fast = _audio_delta_fields(text)
+            if fast is not None:
+                return self._audio_delta(*fast)
         try:
             ev = _ServerEvent.model_validate_json(text)
         except ValidationError:
@@ -232,17 +273,20 @@ class RealtimeProtocol:
         return handler(ev)
 
     def on_response_output_audio_delta(self, ev: _ServerEvent) -> list[ModelEvent]:
-        if not ev.delta or not ev.item_id:
+        return self._audio_delta(ev.item_id, ev.delta)
+
+    def _audio_delta(self, item_id: str | None, b64: str | None) -> list[ModelEvent]:
+        if not b64 or not item_id:
             return []
         try:
-            pcm = base64.b64decode(ev.delta, validate=True)
-        except ValueError:
+            pcm = binascii.a2b_base64(b64, strict_mode=True)
+        except (ValueError, TypeError):   # binascii.Error is a ValueError; TypeError: non-ASCII text
             self.bad_events += 1
             return []
-        n = self._audio_bytes.get(ev.item_id, 0) + len(pcm)
-        self._audio_bytes[ev.item_id] = n
-        self.audio_ms[ev.item_id] = n // BYTES_PER_MS
-        return [AudioDelta(ev.item_id, pcm)]
+        n = self._audio_bytes.get(item_id, 0) + len(pcm)
+        self._audio_bytes[item_id] = n
+        self.audio_ms[item_id] = n // BYTES_PER_MS
+        return [AudioDelta(item_id, pcm)]
 
     def on_response_output_audio_done(self, ev: _ServerEvent) -> list[ModelEvent]:
         if not ev.item_id:
