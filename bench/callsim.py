@@ -1,8 +1,8 @@
 """A synthetic call: the bot's real per-call objects without Asterisk's control plane.
 
 ``SimCall`` builds what ``app.VoiceAiApp`` and ``call.Call`` build for a call, minus ARI: an ``RtpMedia`` (its
-own UDP port from a ``PortPool``, the inbound gate, the resamplers, the playout, the G.722 encoder and the
-20 ms clock) and a ``RealtimeSession`` to a (fake) Realtime server, wired the way ``Call._converse`` wires them:
+own UDP port from a ``PortPool``, the inbound gate, the resampler, the playout, the G.722 encoder and the
+process-wide 20 ms clock) and a ``RealtimeSession`` to a (fake) Realtime server, wired the way ``Call._converse`` wires them:
 caller audio -> ``session.send_audio``; ``AudioDelta`` -> ``media.play``; ``AudioDone`` -> ``media.end_item``;
 ``SpeechStarted`` -> ``media.interrupt`` + ``session.interrupt``.
 
@@ -11,7 +11,8 @@ Measurement taps replace bound methods on the instances (nothing in voiceai_ari 
 - ``TimedTransport``: every ``sendto`` of the call's RTP, with its monotonic time and whether it carried bot
   audio (``Playout.pop`` returned a frame) or filler silence.
 - inbound taps (``tap_inbound``): RTP arrival (``datagram_received``) -> the matching
-  ``input_audio_buffer.append`` written to the WebSocket (``ClientConnection.send`` returned); the RTP
+  ``input_audio_buffer.append`` handed to the socket (inside ``send_audio`` when it is written at once, or
+  when the send task's ``ClientConnection.send`` returns if it had to queue); the RTP
   timestamp field carries the peer's send time (bench.peers), so the wire-to-append time is known too.
 - model taps (``tap_model``): when each server event was read off the socket (``RealtimeProtocol.receive``
   entered): the first ``output_audio.delta`` of each item and each ``speech_started``.
@@ -154,11 +155,21 @@ class SimCall:
 
         send_audio = session.send_audio
 
+        def record(item: tuple[int, int] | None) -> None:
+            if item is not None:
+                t = now_ns()
+                self.in_lat_ns.append(t - item[0])
+                self.in_wire_us.append(((t // 1000) - item[1]) & 0xFFFFFFFF)
+
         def on_audio(pcm: bytes) -> None:
-            dropped = session.dropped_audio
+            dropped, queued = session.dropped_audio, session._out.qsize()
             send_audio(pcm)
-            if session.dropped_audio == dropped:
-                fifo.append(inside[0])
+            if session.dropped_audio != dropped:
+                return
+            if session._out.qsize() > queued:
+                fifo.append(inside[0])   # queued: timed when the send task writes it
+            else:
+                record(inside[0])        # written to the socket inside send_audio
 
         media.datagram_received = datagram_received  # type: ignore[method-assign]
         media.on_audio = on_audio
@@ -169,11 +180,7 @@ class SimCall:
         async def send(message: Any, *args: Any, **kw: Any) -> None:
             await ws_send(message, *args, **kw)
             if isinstance(message, str) and message.startswith(APPEND_PREFIX) and fifo:
-                item = fifo.popleft()
-                if item is not None:
-                    t = now_ns()
-                    self.in_lat_ns.append(t - item[0])
-                    self.in_wire_us.append(((t // 1000) - item[1]) & 0xFFFFFFFF)
+                record(fifo.popleft())
 
         ws.send = send  # type: ignore[method-assign]
 

@@ -7,7 +7,7 @@ Three processes:
   asks for a response (a 3 s tone from the fake model, streamed at 4x real time), and asks for the next one
   once its playout queue is under 400 ms, so the bot speaks without pause and its queues stay bounded;
 - the fake model (``bench.peers fake``: voiceai_ari's FakeRealtimeServer, tone mode, no history kept) and
-- "Asterisk" (``bench.peers rtp``: slin16 BE PT 118, one packet per call every 20 ms, call phases spread over
+- "Asterisk" (``bench.peers rtp``: slin24 BE PT 123, one packet per call every 20 ms, call phases spread over
   the period, digital silence so the model's VAD stays quiet; it also receives the bot's PT 9 packets),
   both pinned to the second CPU, with this orchestrator.
 
@@ -153,7 +153,6 @@ def _counters(calls: list[Any]) -> dict[str, int]:
     for c in calls:
         m = c.media
         out["underruns"] += m.playout.underruns
-        out["reanchors"] += m.clock.reanchors
         out["dropped_audio"] += c.session.dropped_audio
         out["uplink_fill"] += m.uplink_fill_frames
         out["rx_accepted"] += m.filter.accepted
@@ -161,6 +160,8 @@ def _counters(calls: list[Any]) -> dict[str, int]:
         out["tx_packets"] += m.sender.packets_sent
         out["responses"] += c.responses_done
         out["socket_errors"] += m.socket_errors
+    if calls:   # every call sends on the process's one clock
+        out["reanchors"] = calls[0].media.clock.pacing.reanchors
     return out
 
 

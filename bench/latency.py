@@ -16,7 +16,7 @@ one sample of each measure:
 - barge-in: ``speech_started`` read -> the first packet without bot audio (the last bot audio packet is the
   one before it); also counted: bot audio packets sent after ``speech_started`` was read (0 = the cut was
   immediate, the last audio packet had already left before the event arrived).
-- the resampler's group delay: ``StreamResampler.latency_ms`` for 16->24 and 24->16 kHz (a property of the
+- the resampler's group delay: ``StreamResampler.latency_ms`` for 24->16 kHz, the only one left (a property of the
   filter, added to the audio in each direction; not included in the times above).
 """
 
@@ -87,8 +87,8 @@ async def _run(cycles: int, bot_cpu: int | None, peer_cpu: int | None) -> dict[s
             "barge_in_last_audio_rel_ms": summary(last_audio_ms),
             "barge_ins": call.barge_ins, "uplink_fill_frames": call.media.uplink_fill_frames,
             "dropped_audio": call.session.dropped_audio,
-            "resampler_delay_ms": {"16to24": StreamResampler(16000, 24000).latency_ms,
-                                   "24to16": StreamResampler(24000, 16000).latency_ms},
+            # inbound: none here (Asterisk sends slin24); outbound: the 24->16 kHz resampler before G.722
+            "resampler_delay_ms": {"24to16": StreamResampler(24000, 16000).latency_ms},
             "targets_ms": {"inbound_p99": 1.0, "outbound": 25.0, "barge_in": 20.0},
         }
     finally:

@@ -9,7 +9,7 @@
         voiceai_ari's FakeRealtimeServer (the protocol-faithful fake model) with no history kept; prints its
         URL, serves until stdin closes.
 
-The RTP peer plays the externalMedia side of every call: slin16 big-endian on PT 118, 640-byte payloads, one
+The RTP peer plays the externalMedia side of every call: slin24 big-endian on PT 123, 960-byte payloads, one
 packet per call every 20 ms on an absolute schedule, call i offset by i/M of a period (Asterisk's channels
 are not phase-aligned). It receives the bot's packets (PT 9) on the same socket and keeps per-source arrival
 times. The RTP timestamp field of what it sends carries its monotonic send time in microseconds (mod 2**32):
@@ -35,7 +35,8 @@ from .common import pin, raise_nofile
 
 HOST = "127.0.0.1"
 PERIOD_NS = 20_000_000
-PAYLOAD_BYTES = 640  # 20 ms of slin16
+PAYLOAD_BYTES = 960  # 20 ms of slin24
+SLIN24_PT = 123      # Asterisk 22.10.1's dynamic PT for slin24 (the bot learns it)
 HEADER = struct.Struct("!BBHII")
 
 
@@ -115,12 +116,12 @@ class RtpPeer:
         self.late_max_ns = 0
 
     def _frames(self, level: int) -> tuple[bytes, bytes]:
-        """(quiet payload, loud payload): slin16 BE. Quiet is digital silence, or a faint noise at ``level``."""
+        """(quiet payload, loud payload): slin24 BE. Quiet is digital silence, or a faint noise at ``level``."""
         import numpy as np
 
         rng = np.random.default_rng(1)
-        quiet = (rng.standard_normal(320) * level).astype(">i2").tobytes() if level else bytes(PAYLOAD_BYTES)
-        t = np.arange(320) / 16000
+        quiet = (rng.standard_normal(480) * level).astype(">i2").tobytes() if level else bytes(PAYLOAD_BYTES)
+        t = np.arange(480) / 24000
         loud = (np.sin(2 * np.pi * 1000 * t) * 10000).astype(">i2").tobytes()  # 1 kHz, whole periods per frame
         return quiet, loud
 
@@ -203,7 +204,7 @@ class RtpPeer:
                             # events it causes fall at a new phase of the bot's own 20 ms clock each time
                             burst_no = int(tb // burst["every"])
                             t0 += rng.randrange(PERIOD_NS)
-                pkt = HEADER.pack(0x80, 118, seq[i] & 0xFFFF, (t_send // 1000) & 0xFFFFFFFF, ssrc[i]) + payload
+                pkt = HEADER.pack(0x80, SLIN24_PT, seq[i] & 0xFFFF, (t_send // 1000) & 0xFFFFFFFF, ssrc[i]) + payload
                 try:
                     self.sock.sendto(pkt, (HOST, self.ports[i]))
                     self.sent += 1

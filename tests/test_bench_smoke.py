@@ -39,7 +39,7 @@ def test_quick_bench_prints_a_table_and_writes_json(tmp_path):
     # 1: every stage measured, both directions, totals add up
     frames = res["frames"]
     keys = {s["key"] for s in frames["stages"]}
-    assert {"rtp_accept", "resample_up", "append_json", "ws_send", "receive_delta", "resample_down",
+    assert {"rtp_accept", "byte_swap", "append_json", "ws_send", "receive_delta", "resample_down",
             "g722_encode", "rtp_packet", "udp_sendto"} <= keys
     for s in frames["stages"]:
         assert _positive(s["p50_us"]) and _positive(s["p90_us"]) and s["n"] > 0, s
@@ -62,5 +62,5 @@ def test_quick_bench_prints_a_table_and_writes_json(tmp_path):
     lat = res["latency"]
     for k in ("inbound_ms", "inbound_wire_ms", "outbound_first_audio_ms", "barge_in_ms"):
         assert lat[k]["n"] > 0 and _positive(lat[k]["p50"]) and _positive(lat[k]["max"]), (k, lat[k])
-    assert _positive(lat["resampler_delay_ms"]["16to24"]) and _positive(lat["resampler_delay_ms"]["24to16"])
+    assert _positive(lat["resampler_delay_ms"]["24to16"])
     assert lat["barge_ins"] >= 1
