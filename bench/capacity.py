@@ -55,9 +55,21 @@ def _jitter(times: list[int], t0: int, t1: int) -> tuple[float, float, int]:
 async def bot_main(args: argparse.Namespace) -> None:
     import gc
 
-    from voiceai_ari.media import PortPool
+    from voiceai_ari.media import FrameClock, PortPool
 
     from .callsim import SimCall
+
+    ticks: list[tuple[int, int, int]] = []   # (start ns, late ns vs its deadline, duration ns)
+    orig_tick = FrameClock._tick
+
+    def timed_tick(self: FrameClock) -> None:   # tap: how late each shared tick ran, and how long it took
+        t = now_ns()
+        late = int((self._loop.time() - self.pacing.next_deadline()) * 1e9)
+        orig_tick(self)
+        ticks.append((t, late, now_ns() - t))
+
+    FrameClock._tick = timed_tick  # type: ignore[method-assign]
+    now_ns = time.monotonic_ns
 
     pin(args.cpu)
     raise_nofile()
@@ -111,6 +123,8 @@ async def bot_main(args: argparse.Namespace) -> None:
             after = _counters(calls)
             rss = rss_kb()
             per_call = [_jitter(c.tx.times, t0, t1) for c in calls if c.tx is not None]
+            win = [(late / 1e6, dur / 1e6) for t, late, dur in ticks if t0 <= t <= t1]
+            ticks.clear()
             p99s = [p for p, _, _ in per_call]
             maxes = [m for _, m, _ in per_call]
             intervals = sum(n for _, _, n in per_call)
@@ -129,6 +143,9 @@ async def bot_main(args: argparse.Namespace) -> None:
                 "rss_kb": rss, "rss_per_call_mb": (rss - rss0) / 1024 / level,
                 "inbound_ms_p50": pct(in_lat, 50), "inbound_ms_p99": pct(in_lat, 99),
                 "inbound_wire_ms_p50": pct(in_wire, 50), "inbound_wire_ms_p99": pct(in_wire, 99),
+                "tick_late_ms_p50": pct([a for a, _ in win], 50), "tick_late_ms_p99": pct([a for a, _ in win], 99),
+                "tick_late_ms_max": max((a for a, _ in win), default=float("nan")),
+                "tick_ms_p50": pct([b for _, b in win], 50), "tick_ms_p99": pct([b for _, b in win], 99),
                 "preemptions": cs1[1] - cs0[1], "gc_runs": len(gcp.pauses_ms),
                 "gc_pause_ms_max": max(gcp.pauses_ms, default=0.0), "gc_pause_ms_total": sum(gcp.pauses_ms),
                 **diff,
@@ -282,7 +299,9 @@ def _run(levels: tuple[int, ...], warm: float, measure: float, keep_going: bool,
                     f"jitter p99 worst {res['jitter_p99_ms_worst_call']:.2f} ms  underruns {res['underruns']}  "
                     f"rss {res['rss_kb'] / 1024:.0f} MB  harness cpu {res['harness_cpu_pct']:.0f}%  "
                     f"others on the bot's cpu {res['foreign_on_bot_cpu_pct']:.0f}%  preempted {res['preemptions']}x  "
-                    f"gc max {res['gc_pause_ms_max']:.1f} ms  "
+                    f"gc max {res['gc_pause_ms_max']:.1f} ms  tick late p50/p99/max {res['tick_late_ms_p50']:.2f}/"
+                    f"{res['tick_late_ms_p99']:.2f}/{res['tick_late_ms_max']:.2f} ms, tick p50/p99 "
+                    f"{res['tick_ms_p50']:.2f}/{res['tick_ms_p99']:.2f} ms  "
                     f"{'ok' if res['ok'] else 'FAIL'}{'' if res['keeps_up'] else ' (not keeping up)'}")
                 if not res["keeps_up"] and not keep_going:  # past the jitter limit, the ladder goes on while
                     break                                  # the bot still keeps real time
