@@ -170,9 +170,9 @@ async def rig():
     made: list[tuple[RtpMedia, Endpoint]] = []
     errors = LoopErrors()
 
-    async def make(return_codec: str = "g722", ports: int = 4) -> tuple[RtpMedia, Endpoint, PortPool]:
+    async def make(return_codec: str = "g722", ports: int = 4, dtx: bool = False) -> tuple[RtpMedia, Endpoint, PortPool]:
         pool = PortPool(free_port_range(ports))
-        media = RtpMedia(bind_host=HOST, advertise_host="localhost", pool=pool, return_codec=return_codec)
+        media = RtpMedia(bind_host=HOST, advertise_host="localhost", pool=pool, return_codec=return_codec, dtx=dtx)
         await media.open()
         ast = await Endpoint.open()
         made.append((media, ast))
@@ -393,6 +393,35 @@ async def test_play_sends_g722_voice_with_a_marker_then_silence(rig):
     assert abs(rms_dbfs(voice[3200:-3200]) - (-12 - 3.01)) < 1.0   # -12 dBFS peak sine, through G.722
     assert max(levels[voice_idx[-1] + 2:]) < -60   # silence again after it
     assert media.playout.underruns == 0
+
+
+async def test_dtx_sends_a_keepalive_per_second_while_silent_and_speech_stays_decodable(rig):
+    """VOICEAI_DTX: no packets between the bot's words but one per second; the skipped frames show as a
+    timestamp gap, speech starts with the marker bit, and one G.722 decoder still decodes it cleanly
+    (nothing unsent was ever encoded, so Asterisk's decoder stays in step)."""
+    make, _ = rig
+    media, ast, _ = await make(dtx=True)
+    media.set_remote(*ast.addr)
+    await asyncio.sleep(2.2)
+    idle = list(ast.rx)
+    assert 1 <= len(idle) <= 3, len(idle)                 # ~110 frames went by: 2 keepalives
+    assert all((b.ts - a.ts) & 0xFFFFFFFF == 50 * 160 for a, b in zip(idle, idle[1:]))
+    for chunk in uneven_chunks(tone(440, 0.6, 24000, dbfs=-12.0), seed=3):
+        media.play(chunk, "item_D")
+    media.end_item()
+    await media.drained()
+    await asyncio.sleep(0.3)
+    rx = list(ast.rx)
+    talk = rx[len(idle):]
+    assert talk[0].marker and not any(p.marker for p in talk[1:])
+    assert (talk[0].ts - idle[-1].ts) & 0xFFFFFFFF == 160 * round(
+        (talk[0].t - idle[-1].t) / 0.020)                 # the gap is in the timestamps, in whole frames
+    assert 30 <= len(talk) <= 32, len(talk)               # 0.6 s of speech (+ its tail), nothing after it
+    pcm, levels = g722_levels(rx)
+    voice = pcm[len(idle) * 640:]
+    assert abs(dominant_frequency(voice, 16000) - 440) < 3
+    assert abs(rms_dbfs(voice[3200:-3200]) - (-12 - 3.01)) < 1.0
+    assert media.dtx_skipped > 100 and media.stats()["dtx_skipped"] == media.dtx_skipped
 
 
 async def test_interrupt_stops_the_voice_within_one_packet(rig):

@@ -164,7 +164,7 @@ class VoiceAiApp:
             return
         self.total_calls += 1
         media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
-                         pool=self.pool, return_codec=self.settings.return_codec)
+                         pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
         call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(), tools=self.tools,
                     settings=self.settings, bind=self._bind, metrics=self.metrics)
         self.calls[call.id] = call

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     rtp_ports: str = Field("40000-40199", description="UDP port range for calls, e.g. 40000-40199")
     return_codec: Literal["g722", "l16-8k"] = Field(
         "g722", description="payload sent back to Asterisk: g722 (PT 9, wideband) or l16-8k (PT 11)")
+    dtx: bool = Field(False, description="silence suppression: while the bot is silent, send one silent packet "
+                      "per second instead of 50 (less CPU for the bot and Asterisk; the caller gets no RTP "
+                      "between the bot's words, which some SBCs and phones dislike)")
 
     # --- model credentials, fallback, prices -------------------------------------------------------------------
     credentials: Literal["api_key", "ephemeral", "token_service"] = Field(

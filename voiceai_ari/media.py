@@ -40,6 +40,7 @@ CALLER_RATE = MODEL_RATE
 CALLER_FRAME_BYTES = CALLER_RATE // 50 * 2
 DRAIN_MARGIN = 0.060        # s after the last frame left, so it reaches the caller before a BYE
 UPLINK_FILL_AFTER = 0.060    # s without caller RTP before silence is fed to the model (simple_bridge gaps)
+DTX_KEEPALIVE_FRAMES = 50    # with dtx: one silent packet per second while the bot is silent
 
 
 class MediaTransport(Protocol):
@@ -180,7 +181,7 @@ class RtpMedia(asyncio.DatagramProtocol):
     external_format = CALLER_FORMAT
 
     def __init__(self, *, bind_host: str, advertise_host: str, pool: PortPool,
-                 return_codec: str = "g722", clock: FrameClock | None = None) -> None:
+                 return_codec: str = "g722", clock: FrameClock | None = None, dtx: bool = False) -> None:
         self._bind_host, self._advertise_host, self._pool = bind_host, advertise_host, pool
         self.port = 0
         self.on_audio: Callable[[bytes], None] | None = None
@@ -192,6 +193,9 @@ class RtpMedia(asyncio.DatagramProtocol):
         self._silence = bytes(fmt.sample_rate // 50 * 2)
         self._uplink_silence = bytes(MODEL_RATE // 50 * 2)
         self.sender = RtpSender(fmt.payload_type, fmt.ts_step)
+        self._dtx = dtx
+        self._quiet = 0                    # silent frames in a row (dtx)
+        self.dtx_skipped = 0
         self.clock = clock if clock is not None else FrameClock.shared()
         self._transport: asyncio.DatagramTransport | None = None
         self._remote: tuple[str, int] | None = None
@@ -298,8 +302,17 @@ class RtpMedia(asyncio.DatagramProtocol):
     def _send_frame(self) -> None:
         item = self.playout.pop()
         if item is None:
+            if self._dtx:
+                self._quiet += 1
+                if self._quiet % DTX_KEEPALIVE_FRAMES:
+                    # nothing encoded, nothing sent: the encoder and Asterisk's decoder stay in step, the
+                    # timestamp moves on, and the next talkspurt carries the marker bit (Playout says so)
+                    self.sender.skip()
+                    self.dtx_skipped += 1
+                    return
             payload, marker = self.encoder.encode(self._silence), False
         else:
+            self._quiet = 0
             frame, marker = item
             payload = self.encoder.encode(frame)
         if self._transport is not None and self._remote is not None:
@@ -325,6 +338,7 @@ class RtpMedia(asyncio.DatagramProtocol):
                 "playout_underruns": self.playout.underruns, "clock_reanchors": self.clock.pacing.reanchors,
                 "audio_in_ms": f.accepted * 20, "audio_out_ms": self.playout.frames_out * 20,
                 "uplink_fill_frames": self.uplink_fill_frames, "socket_errors": self.socket_errors,
+                "dtx_skipped": self.dtx_skipped,
                 "codec": self.encoder.fmt.name}
 
     async def close(self) -> None:
