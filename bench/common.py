@@ -38,10 +38,16 @@ def summary(values: Sequence[float], *qs: float) -> dict[str, float]:
 
 def cpu_seconds(pid: int | str = "self") -> float:
     """utime + stime of a process, from /proc/<pid>/stat (fields 14 and 15), in seconds."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int | str = "self") -> tuple[float, float]:
+    """(utime, stime) of a process in seconds: time in its own code vs in the kernel on its behalf."""
     with open(f"/proc/{pid}/stat") as f:
         data = f.read()
     fields = data[data.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def core_busy_s(cpu: int | None) -> float:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import REPO, cpu_seconds, summary
+from .common import REPO, cpu_seconds, cpu_split, summary
 
 BOT_LOCK = "/tmp/voiceai-ari-e2e-bot.lock"
 SANDBOX = REPO / "scripts" / "asterisk-sandbox"
@@ -299,14 +299,15 @@ async def _setup_calls(n: int, workdir: Path, log) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ section 7
 async def _ratio(n_calls: int, call_s: float, window: tuple[float, float], ast_pid: int, workdir: Path,
-                 log, profile_dir: Path | None = None) -> dict[str, Any]:
+                 log, profile_dir: Path | None = None, **bot_settings: str) -> dict[str, Any]:
     from .profile import record
 
     from tests.e2e import analysis as A
     from tests.e2e.caller import Phone, ari, place_call
 
     fake = Fake("--mode", "echo", "--speed", "4")
-    bot = Bot(workdir, bot_env(fake.url, workdir, VOICEAI_GREETING="none", VOICEAI_MAX_CALLS=str(n_calls + 10)))
+    bot = Bot(workdir, bot_env(fake.url, workdir, VOICEAI_GREETING="none", VOICEAI_MAX_CALLS=str(n_calls + 10),
+                               **bot_settings))
     try:
         await bot.start()
         assert bot.proc is not None
@@ -321,9 +322,11 @@ async def _ratio(n_calls: int, call_s: float, window: tuple[float, float], ast_p
         await asyncio.sleep(window[0])
         _, chans0 = await ari("GET", "/channels")
         b0, a0, f0, w0 = cpu_seconds(bot.proc.pid), cpu_seconds(ast_pid), cpu_seconds(fake.p.pid), time.monotonic()
+        bs0, as0 = cpu_split(bot.proc.pid)[1], cpu_split(ast_pid)[1]
         spy = record(bot.proc.pid, window[1] - window[0], profile_dir / "ratio-bot.txt") if profile_dir else None
         await asyncio.sleep(window[1] - window[0])
         b1, a1, f1, w1 = cpu_seconds(bot.proc.pid), cpu_seconds(ast_pid), cpu_seconds(fake.p.pid), time.monotonic()
+        bs1, as1 = cpu_split(bot.proc.pid)[1], cpu_split(ast_pid)[1]
         _, chans1 = await ari("GET", "/channels")
         results = await asyncio.gather(*tasks)
         if spy is not None:
@@ -335,9 +338,11 @@ async def _ratio(n_calls: int, call_s: float, window: tuple[float, float], ast_p
         return {"calls": n_calls, "window_s": wall, "bot_cpu_s": bot_cpu, "asterisk_cpu_s": ast_cpu,
                 "fake_model_cpu_s": f1 - f0, "ratio": bot_cpu / ast_cpu if ast_cpu > 0 else float("nan"),
                 "bot_cpu_pct": 100 * bot_cpu / wall, "asterisk_cpu_pct": 100 * ast_cpu / wall,
+                # kernel time on each side's behalf (socket calls, wake-ups, loopback delivery of what it sends)
+                "bot_system_cpu_pct": 100 * (bs1 - bs0) / wall, "asterisk_system_cpu_pct": 100 * (as1 - as0) / wall,
                 "bot_channels_at_start": len(up), "channels_at_start": len(chans0 or []),
                 "channels_at_end": len(chans1 or []), "calls_ok": sum(1 for r in results if r.ok),
-                "calls_heard_bot": heard, "target_ratio": 0.5}
+                "calls_heard_bot": heard, "target_ratio": 0.5, "bot_settings": bot_settings}
     finally:
         await bot.stop()
         fake.close()
@@ -372,6 +377,10 @@ def run(sections: set[str], quick: bool = False, lock_timeout: float = 600.0, lo
                     ast_pid = ensure_sandbox(log)
                     out["ratio"] = asyncio.run(_ratio(20, 14.0 if quick else 22.0, (4.0, 12.0 if quick else 20.0),
                                                       ast_pid, workdir, log, profile_dir))
+                    log("  the same with VOICEAI_DTX=true ...")
+                    ast_pid = ensure_sandbox(log)
+                    out["ratio_dtx"] = asyncio.run(_ratio(20, 14.0 if quick else 22.0, (4.0, 12.0 if quick else 20.0),
+                                                          ast_pid, workdir, log, None, VOICEAI_DTX="true"))
         except Skip as exc:
             for s in sections:
                 out.setdefault(s, {"skipped": str(exc)})
