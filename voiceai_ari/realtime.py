@@ -11,13 +11,12 @@ The beta API is shut down: no `OpenAI-Beta` header, `session.type` is always sen
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pybase64
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .model import (AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, SpeechStarted,
@@ -181,7 +180,7 @@ class RealtimeProtocol:
     @staticmethod
     def append_audio(pcm: bytes) -> str:
         # a template, not json.dumps: this runs for every 20 ms of caller audio
-        return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(pcm).decode() + '"}'
+        return '{"type":"input_audio_buffer.append","audio":"' + pybase64.b64encode_as_string(pcm) + '"}'
 
     def _response_create(self, instructions: str | None = None) -> str:
         ev: dict[str, Any] = {"type": "response.create", "event_id": self._event_id()}
@@ -279,8 +278,8 @@ class RealtimeProtocol:
         if not b64 or not item_id:
             return []
         try:
-            pcm = binascii.a2b_base64(b64, strict_mode=True)
-        except (ValueError, TypeError):   # binascii.Error is a ValueError; TypeError: non-ASCII text
+            pcm = pybase64.b64decode(b64, validate=True)
+        except (ValueError, TypeError):   # binascii.Error is a ValueError; non-ASCII text too
             self.bad_events += 1
             return []
         n = self._audio_bytes.get(item_id, 0) + len(pcm)
