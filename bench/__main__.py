@@ -210,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             f"(load {load0})")
         if background > 25:
             log("bench: WARNING: the machine is busy with other work; timings will be noisy")
+        from .common import steal_s
+        steal0, t_steal = steal_s(None), time.monotonic()
         run_sections(args, sections, res)
+        ncpu = os.cpu_count() or 1
+        res["_host_steal_pct"] = 100 * (steal_s(None) - steal0) / ncpu / max(1e-9, time.monotonic() - t_steal)
     return report(args, argv, sections, res, info, background, load0, started)
 
 
@@ -253,13 +257,16 @@ def report(args: argparse.Namespace, argv: list[str] | None, sections: tuple[str
     rows = build_rows(res)
     table = render(rows)
     print(table)
+    steal = res.get("_host_steal_pct")
     print(f"\n{info['nproc']} x {info['cpu_model']}, Python {info['python']}, numpy {info['numpy']}; "
-          f"* = stage beyond the issue's list (event-loop and queue plumbing), counted in the total.")
+          f"* = stage beyond the issue's list (event-loop and queue plumbing), counted in the total."
+          + (f" Host steal during the run: {steal:.1f}% of the CPUs (the hypervisor ran other guests)."
+             if steal is not None else ""))
     out = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
            "duration_s": time.time() - started, "quick": args.quick, "sections": list(sections),
            "machine": info, "nice": args.nice, "rt": args.rt, "exclusive": args.exclusive,
-           "background_busy_pct": background,
+           "background_busy_pct": background, "host_steal_pct": res.get("_host_steal_pct"),
            "loadavg_start": load0, "loadavg_end": loadavg(),
            "results": {k: v for k, v in res.items() if not k.startswith("_")},
            "table": [dict(zip(["section", "measure", "result", "target", "met"], r)) for r in rows]}

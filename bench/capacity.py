@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (REPO, GcPauses, core_busy_s, cpu_seconds, cpus, ctx_switches, pct, pin, pinned, raise_nofile,
+from .common import (REPO, GcPauses, core_busy_s, steal_s, cpu_seconds, cpus, ctx_switches, pct, pin, pinned, raise_nofile,
                      realtime, rss_kb)
 
 JITTER_TARGET_MS = 2.0
@@ -273,7 +273,7 @@ def _run(levels: tuple[int, ...], warm: float, measure: float, keep_going: bool,
             elif msg.get("window") == "start":
                 harness = {"fake": cpu_seconds(fake.p.pid), "peer": cpu_seconds(peer.p.pid), "t": time.monotonic(),
                            "bot": cpu_seconds(bot.p.pid), "core": core_busy_s(bot_cpu),
-                           "hcore": core_busy_s(peer_cpu)}
+                           "hcore": core_busy_s(peer_cpu), "steal": steal_s(bot_cpu)}
                 if profile_dir is not None:
                     spy = record(bot.p.pid, measure, profile_dir / f"capacity-{n_calls}.txt")
             elif "result" in msg:
@@ -288,6 +288,7 @@ def _run(levels: tuple[int, ...], warm: float, measure: float, keep_going: bool,
                 # other work on the two CPUs meanwhile (other processes, interrupts): what makes timings noisy
                 bot_s = cpu_seconds(bot.p.pid) - harness["bot"]
                 res["foreign_on_bot_cpu_pct"] = 100 * (core_busy_s(bot_cpu) - harness["core"] - bot_s) / wall
+                res["steal_on_bot_cpu_pct"] = 100 * (steal_s(bot_cpu) - harness["steal"]) / wall
                 harness_s = (res["fake_cpu_pct"] + res["peer_cpu_pct"]) * wall / 100
                 res["foreign_on_harness_cpu_pct"] = 100 * (core_busy_s(peer_cpu) - harness["hcore"] - harness_s) / wall
                 peer.send({"cmd": "stats"})
@@ -298,7 +299,8 @@ def _run(levels: tuple[int, ...], warm: float, measure: float, keep_going: bool,
                 log(f"  capacity: {res['calls']:4d} calls  cpu {res['cpu_pct']:5.1f}%  "
                     f"jitter p99 worst {res['jitter_p99_ms_worst_call']:.2f} ms  underruns {res['underruns']}  "
                     f"rss {res['rss_kb'] / 1024:.0f} MB  harness cpu {res['harness_cpu_pct']:.0f}%  "
-                    f"others on the bot's cpu {res['foreign_on_bot_cpu_pct']:.0f}%  preempted {res['preemptions']}x  "
+                    f"others on the bot's cpu {res['foreign_on_bot_cpu_pct']:.0f}% (host steal "
+                    f"{res['steal_on_bot_cpu_pct']:.0f}%)  preempted {res['preemptions']}x  "
                     f"gc max {res['gc_pause_ms_max']:.1f} ms  tick late p50/p99/max {res['tick_late_ms_p50']:.2f}/"
                     f"{res['tick_late_ms_p99']:.2f}/{res['tick_late_ms_max']:.2f} ms, tick p50/p99 "
                     f"{res['tick_ms_p50']:.2f}/{res['tick_ms_p99']:.2f} ms  "

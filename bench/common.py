@@ -62,6 +62,18 @@ def core_busy_s(cpu: int | None) -> float:
     return float("nan")
 
 
+def steal_s(cpu: int | None) -> float:
+    """Seconds the hypervisor ran something else while this vCPU (or any, for None) wanted to run: the
+    "steal" column of /proc/stat. In a VM, this is host contention that no guest setting can prevent."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] == name:
+                return int(parts[8]) / CLK_TCK if len(parts) > 8 else 0.0
+    return float("nan")
+
+
 def ctx_switches(pid: int | str = "self") -> tuple[int, int]:
     """(voluntary, involuntary) context switches of a process (/proc/<pid>/status, main thread). Involuntary
     ones are preemptions: another task took the CPU while this one could still run."""

