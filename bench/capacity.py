@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (REPO, GcPauses, core_busy_s, steal_s, cpu_seconds, cpus, ctx_switches, pct, pin, pinned, raise_nofile,
-                     realtime, rss_kb)
+from .common import (REPO, GcPauses, core_busy_s, cpu_seconds, cpus, ctx_switches, pct, pin, pinned, raise_nofile,
+                     realtime, rss_kb, steal_s)
 
 JITTER_TARGET_MS = 2.0
 FULL_LEVELS = (1, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500)

@@ -124,8 +124,9 @@ class Call:
         await self.media.open()
         self.em_id = f"{EM_ID_PREFIX}{uuid.uuid4().hex[:16]}"
         self._bind(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
-        em = await self._step(self.ari.external_media(
-            external_host=self.media.external_host, fmt=self.media.external_format, channel_id=self.em_id, data=self.id))
+        em = await self._step(self.ari.external_media(external_host=self.media.external_host,
+                                                      fmt=self.media.external_format, channel_id=self.em_id,
+                                                      data=self.id))
         host, port = await self._unicast_address(em)
         self.media.set_remote(host, port)
         await self._step(self._em_ready.wait())

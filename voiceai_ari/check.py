@@ -132,7 +132,8 @@ async def _media(settings: Settings) -> Step:
             finally:
                 await checker.hangup(em_id)
         pt = data[1] & 0x7F if len(data) > 1 else -1
-        return Step(name, True, f"{len(data)}-byte RTP (PT {pt}, {CALLER_FORMAT}) from {src[0]}:{src[1]} to {host}:{port}")
+        return Step(name, True,
+                    f"{len(data)}-byte RTP (PT {pt}, {CALLER_FORMAT}) from {src[0]}:{src[1]} to {host}:{port}")
     except (AriError, AriUnavailable, OSError, aiohttp.ClientError) as exc:
         return Step(name, False, f"{type(exc).__name__}: {exc}",
                     "externalMedia needs chan_rtp and res_ari_channels; see the Asterisk log")

@@ -200,6 +200,7 @@ class RtpMedia(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._remote: tuple[str, int] | None = None
         self._ticking = False
+        self._reanchors0 = 0
         self._loop = asyncio.get_running_loop()
         self._last_rx = 0.0
         self.uplink_fill_frames = 0
@@ -242,6 +243,7 @@ class RtpMedia(asyncio.DatagramProtocol):
         if not self._ticking and not self.closed:
             self._last_rx = self._loop.time()
             self._ticking = True
+            self._reanchors0 = self.clock.pacing.reanchors   # the clock is shared: count only this call's
             self.clock.join(self._tick)
 
     # --- inbound: Asterisk -> model ----------------------------------------------------------------------
@@ -335,7 +337,8 @@ class RtpMedia(asyncio.DatagramProtocol):
         f = self.filter
         return {"port": self.port, "rx_packets": f.received, "rx_accepted": f.accepted,
                 "rx_dropped": dict(f.drops), "tx_packets": self.sender.packets_sent,
-                "playout_underruns": self.playout.underruns, "clock_reanchors": self.clock.pacing.reanchors,
+                "playout_underruns": self.playout.underruns,
+                "clock_reanchors": self.clock.pacing.reanchors - self._reanchors0,
                 "audio_in_ms": f.accepted * 20, "audio_out_ms": self.playout.frames_out * 20,
                 "uplink_fill_frames": self.uplink_fill_frames, "socket_errors": self.socket_errors,
                 "dtx_skipped": self.dtx_skipped,
