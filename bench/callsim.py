@@ -3,8 +3,8 @@
 ``SimCall`` builds what ``app.VoiceAiApp`` and ``call.Call`` build for a call, minus ARI: an ``RtpMedia`` (its
 own UDP port from a ``PortPool``, the inbound gate, the resampler, the playout, the G.722 encoder and the
 process-wide 20 ms clock) and a ``RealtimeSession`` to a (fake) Realtime server, wired the way
-``Call._converse`` wires them: caller audio -> ``session.send_audio``; ``AudioDelta`` -> ``media.play``; ``AudioDone`` -> ``media.end_item``;
-``SpeechStarted`` -> ``media.interrupt`` + ``session.interrupt``.
+``Call._converse`` wires them: caller audio -> ``session.send_audio``; ``AudioDelta`` -> ``media.play``;
+``AudioDone`` -> ``media.end_item``; ``SpeechStarted`` -> ``media.interrupt`` + ``session.interrupt``.
 
 Measurement taps replace bound methods on the instances (nothing in voiceai_ari is changed):
 
