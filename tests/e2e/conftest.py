@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,3 +139,25 @@ async def fake_model():
     yield make
     for s in servers:
         await s.stop()
+
+
+# ------------------------------------------------------------------------------------------------ bot logs
+def log_messages(bot) -> str:
+    """The bot's log as one message per line: the "msg" of each JSON line (text lines as they are)."""
+    out = []
+    for line in bot.log().splitlines():
+        try:
+            rec = json.loads(line)
+            out.append(rec["msg"] if isinstance(rec, dict) and "msg" in rec else line)
+        except ValueError:
+            out.append(line)
+    return "\n".join(out)
+
+
+def log_lines(bot, pattern: str) -> list[re.Match]:
+    return list(re.finditer(pattern, log_messages(bot), re.M))
+
+
+def ended_media_stats(bot) -> list[dict]:
+    """The media stats of every "x call ended after ...; media {...}" line, in order."""
+    return [ast.literal_eval(m.group(1)) for m in log_lines(bot, r"x call ended after .*?; media (\{.*\})$")]

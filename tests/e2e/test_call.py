@@ -16,7 +16,7 @@ from voiceai_ari.audio_gen import dominant_frequency
 
 from . import analysis as A
 from .caller import CallResult, Phone, ari, place_call
-from .conftest import E2E_KEY
+from .conftest import E2E_KEY, ended_media_stats
 
 pytestmark = pytest.mark.e2e
 AMP = 5000  # -16.3 dBFS
@@ -204,4 +204,27 @@ async def test_narrowband_fallback_return_path(make_bot, fake_model, tmp_path):
     pcm, cov = reply_coverage(res, 440)
     assert cov.tone_seconds >= 0.9 and cov.longest_gap_ms <= 40, cov
     assert "'codec': 'l16-8k'" in await bot.wait_for_log("x call ended")
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_dtx_on_real_asterisk_the_reply_is_heard_and_silence_is_not_sent(make_bot, fake_model, tmp_path):
+    """VOICEAI_DTX=true through the sandbox: Asterisk decodes the G.722 talkspurt after a pause (our encoder
+    and its decoder stay in step), the caller hears the whole reply at full level, and while the bot is
+    silent the bot sends one packet per second instead of 50."""
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=1.0, speed=4)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_DTX="true")
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 0.8, amplitude=AMP))
+    res = await place_call("100", phone=phone, call_seconds=4.0, workdir=tmp_path)
+    assert res.ok, res.summary()
+    pcm, cov = reply_coverage(res, 440)
+    assert cov.tone_seconds >= 0.9 and cov.coverage >= 0.9 and cov.longest_gap_ms <= 40, cov
+    level = A.tone_level_dbfs(pcm, 16000, 440, start=cov.start_s + 0.1, end=cov.end_s - 0.1)
+    assert abs(level - (-12.0)) < 2.0, level
+    await bot.wait_for_log("x call ended")
+    [stats] = ended_media_stats(bot)
+    print(f"\n[e2e] DTX: reply {cov}, level {level:.1f} dBFS; bot sent {stats['tx_packets']} packets, skipped "
+          f"{stats['dtx_skipped']}; the caller received {len(res.rx_times())} from Asterisk")
+    # ~4 s of call, ~1 s of it the reply: about 50 packets of speech and a few keep-alives, not ~200
+    assert 45 <= stats["tx_packets"] <= 60 and stats["dtx_skipped"] >= 120, stats
     assert (await no_leftovers(bot)) == ([], [], [])
