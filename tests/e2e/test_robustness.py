@@ -205,7 +205,7 @@ async def test_twenty_concurrent_calls_are_isolated(make_bot, fake_model, tmp_pa
           f"phone late resyncs {sum(p.late_resyncs for p in phones)}; {cpu}")
     # set-ups run side by side: 20 of them one after another would take ~3 s; the caller speaks 0.8 s after
     # the answer, and audio that arrives before the model is connected is queued (so the echo checks above hold
-    # either way). One call's set-up took 1.1 s once in 12 runs here, on a host stealing CPU time.
+    # either way). One set-up took 1.1 s in one clean-clone run here (host stealing CPU); others max 0.16-0.27 s.
     assert sorted(setup)[N_CALLS // 2] < LEAD_S * 1000 and max(setup) < 1500, f"set-up ms {sorted(setup)}"
     assert (await leftovers(bot, timeout=10)) == ([], [], [])
 
