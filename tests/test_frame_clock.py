@@ -7,11 +7,12 @@ from voiceai_ari.media import FrameClock
 
 class Member:
     def __init__(self, name: str, log: list, fail: bool = False) -> None:
-        self.name, self.log, self.fail, self.frames = name, log, fail, 0
+        self.name, self.log, self.fail, self.frames, self.dues = name, log, fail, 0, []
 
     def tick(self, due: int, now: float) -> None:
         self.log.append((self.name, now))
         self.frames += due
+        self.dues.append(due)
         if self.fail:
             raise RuntimeError("boom")
 
@@ -59,3 +60,36 @@ async def test_shared_clock_is_one_per_loop_and_leaving_twice_is_harmless():
     assert n == len({t for _, t in log})
     await asyncio.sleep(0.06)
     assert len(log) == n        # left: no more ticks
+
+
+async def test_poll_runs_a_due_tick_from_an_io_callback_and_the_timer_does_not_tick_again():
+    """A busy loop iteration: the deadline passes while other callbacks run. poll() (called from each RTP
+    datagram) ticks at once instead of after the rest of the iteration, and each deadline is handed out once."""
+    import time
+
+    clock, log = FrameClock(), []
+    m = Member("m", log)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    clock.join(m.tick)
+    await asyncio.sleep(0.05)
+    polled = []
+
+    def busy_callback():
+        time.sleep(0.025)                       # the loop is stuck past the next deadline
+        n = len(log)
+        clock.poll()                            # what RtpMedia.datagram_received does first
+        clock.poll()                            # not due any more: no second tick
+        polled.append((n, len(log), loop.time()))
+
+    loop.call_soon(busy_callback)
+    await asyncio.sleep(0.1)
+    clock.leave(m.tick)
+    n_before, n_after, t_poll = polled[0]
+    assert n_after == n_before + 1              # the poll ticked, once
+    assert any(t_poll - 0.001 <= t <= t_poll for _, t in log)   # ... right there, inside the callback
+    # every deadline from the join on was handed out exactly once, and no tick came with nothing due (the
+    # timer the poll replaced was cancelled: a stray tick would also feed the model extra uplink silence)
+    assert 0 not in m.dues, m.dues
+    last = max(t for _, t in log)
+    assert m.frames == int((last - t0) / 0.020 + 1e-6) + 1, (m.frames, last - t0)

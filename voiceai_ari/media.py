@@ -123,6 +123,7 @@ class FrameClock:
         self.pacing = PacingClock(period)
         self._members: dict[Callable[[int, float], None], None] = {}   # an ordered set
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.ticks = 0
         self.member_errors = 0
 
@@ -140,7 +141,8 @@ class FrameClock:
         self._members[member] = None   # a bound method: equal (and hashed) by its object and function
         if self._timer is None:
             self.pacing.start(self._loop.time())
-            self._timer = self._loop.call_at(self.pacing.next_deadline(), self._tick)
+            self._deadline = self.pacing.next_deadline()
+            self._timer = self._loop.call_at(self._deadline, self._tick)
 
     def leave(self, member: Callable[[int, float], None]) -> None:
         self._members.pop(member, None)
@@ -158,6 +160,13 @@ class FrameClock:
             return 0.0
         return max(0.0, self.pacing.next_deadline() - self._loop.time())
 
+    def poll(self) -> None:
+        """Run a tick now if one is due: called from I/O callbacks, so a tick does not wait behind every
+        other callback of a busy loop iteration (asyncio runs due timers after the iteration's I/O)."""
+        if self._timer is not None and self._loop.time() >= self._deadline:
+            self._timer.cancel()
+            self._tick()
+
     def _tick(self) -> None:
         now = self._loop.time()
         due = self.pacing.due(now)
@@ -170,7 +179,8 @@ class FrameClock:
                 self._members.pop(member, None)
                 log.exception("! media clock member failed and was removed")
         if self._members:
-            self._timer = self._loop.call_at(self.pacing.next_deadline(), self._tick)
+            self._deadline = self.pacing.next_deadline()
+            self._timer = self._loop.call_at(self._deadline, self._tick)
         else:
             self._timer = None
 
@@ -248,6 +258,7 @@ class RtpMedia(asyncio.DatagramProtocol):
 
     # --- inbound: Asterisk -> model ----------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:  # type: ignore[override]
+        self.clock.poll()
         payload = self.filter.accept(data, (addr[0], addr[1]))
         if payload is None:
             return
