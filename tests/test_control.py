@@ -91,7 +91,9 @@ def test_metrics_exposition(server):
                  "voiceai_call_setup_seconds_bucket", "voiceai_turn_latency_seconds_bucket",
                  "voiceai_barge_in_reaction_seconds_bucket", 'voiceai_rtp_packets_total{direction="in"}',
                  "voiceai_playout_underruns_total", 'voiceai_reconnects_total{kind="ari"}',
-                 'voiceai_audio_seconds_total{direction="out"}', "voiceai_model_cost_usd_total"):
+                 'voiceai_audio_seconds_total{direction="out"}', "voiceai_model_cost_usd_total",
+                 'voiceai_media_tick_lateness_seconds_bucket{le="0.002"}', "voiceai_media_tick_lateness_seconds_sum",
+                 "voiceai_media_clock_reanchors_total"):
         assert name in text, name
 
 

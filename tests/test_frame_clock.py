@@ -76,7 +76,7 @@ async def test_poll_runs_a_due_tick_from_an_io_callback_and_the_timer_does_not_t
     polled = []
 
     def busy_callback():
-        time.sleep(0.025)                       # the loop is stuck past the next deadline
+        time.sleep(0.045)                       # the loop is stuck past the next two deadlines
         n = len(log)
         clock.poll()                            # what RtpMedia.datagram_received does first
         clock.poll()                            # not due any more: no second tick
@@ -88,6 +88,9 @@ async def test_poll_runs_a_due_tick_from_an_io_callback_and_the_timer_does_not_t
     n_before, n_after, t_poll = polled[0]
     assert n_after == n_before + 1              # the poll ticked, once
     assert any(t_poll - 0.001 <= t <= t_poll for _, t in log)   # ... right there, inside the callback
+    # the stall shows in the lateness bins /metrics exports (the first missed deadline is 25-45 ms old at the
+    # poll: the 20-50 ms bin), and every tick is binned once
+    assert sum(clock.late_bins) == clock.ticks and clock.late_bins[4] >= 1, clock.late_bins
     # every deadline from the join on was handed out exactly once, and no tick came with nothing due (the
     # timer the poll replaced was cancelled: a stray tick would also feed the model extra uplink silence)
     assert 0 not in m.dues, m.dues

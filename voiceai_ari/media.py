@@ -41,6 +41,7 @@ CALLER_FRAME_BYTES = CALLER_RATE // 50 * 2
 DRAIN_MARGIN = 0.060        # s after the last frame left, so it reaches the caller before a BYE
 UPLINK_FILL_AFTER = 0.060    # s without caller RTP before silence is fed to the model (simple_bridge gaps)
 DTX_KEEPALIVE_FRAMES = 50    # with dtx: one silent packet per second while the bot is silent
+TICK_LATE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05)   # s; how late the shared tick ran, for /metrics
 
 
 class MediaTransport(Protocol):
@@ -126,6 +127,9 @@ class FrameClock:
         self._deadline = 0.0
         self.ticks = 0
         self.member_errors = 0
+        # how late each tick ran against its deadline: counts per TICK_LATE_BUCKETS bin (+ one overflow bin)
+        self.late_bins = [0] * (len(TICK_LATE_BUCKETS) + 1)
+        self.late_sum = 0.0
 
     @classmethod
     def shared(cls) -> FrameClock:
@@ -169,8 +173,19 @@ class FrameClock:
 
     def _tick(self) -> None:
         now = self._loop.time()
+        late = now - self._deadline
         due = self.pacing.due(now)
         self.ticks += 1
+        if late > 0:
+            self.late_sum += late
+            i = 0
+            for edge in TICK_LATE_BUCKETS:   # five comparisons once per 20 ms for the whole process
+                if late <= edge:
+                    break
+                i += 1
+            self.late_bins[i] += 1
+        else:
+            self.late_bins[0] += 1
         for member in list(self._members):   # members may leave during the tick
             try:
                 member(due, now)

@@ -12,8 +12,10 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from .media import TICK_LATE_BUCKETS, FrameClock
 
 if TYPE_CHECKING:
     from .app import VoiceAiApp
@@ -97,7 +99,25 @@ class _AppCollector(Collector):
         audio.add_metric(["out"], total["audio_out_ms"] / 1000)
         yield audio
         yield _labelled("voiceai_model_tokens", "tokens reported in response.done usage", "kind", m.tokens.items())
+        yield from _clock_metrics()
         yield _counter("voiceai_model_cost_usd", "estimated model cost at the configured prices", m.cost_usd)
+
+
+def _clock_metrics() -> Iterator[Any]:
+    """The shared 20 ms send clock: how late its ticks ran (choppy audio starts here), and its re-anchors."""
+    try:
+        clock = FrameClock.shared()
+    except RuntimeError:   # no running loop: nothing to report
+        return
+    cumulative, buckets = 0, []
+    for edge, n in zip((*TICK_LATE_BUCKETS, float("inf")), clock.late_bins):
+        cumulative += n
+        buckets.append(("+Inf" if edge == float("inf") else str(edge), cumulative))
+    yield HistogramMetricFamily("voiceai_media_tick_lateness_seconds",
+                                "how late the shared 20 ms send tick ran against its deadline",
+                                buckets=buckets, sum_value=clock.late_sum)
+    yield _counter("voiceai_media_clock_reanchors", "send clock re-anchored after a stall of over 100 ms",
+                   clock.pacing.reanchors)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -90,6 +90,12 @@ async def test_control_api_steers_a_live_call_and_metrics_count_it(make_bot, fak
     assert metrics['voiceai_audio_seconds_total{direction="out"}'] >= 1.2   # greeting, reply, operator line (0.5 s each)
     assert metrics["voiceai_turn_latency_seconds_count"] >= 1
     assert metrics['voiceai_model_tokens_total{kind="audio_out"}'] > 0 and metrics["voiceai_model_cost_usd_total"] > 0
+    # the shared send clock ticked all call long (~50 per second) and says how late its ticks ran
+    ticks = metrics["voiceai_media_tick_lateness_seconds_count"]
+    assert ticks >= 100 and metrics['voiceai_media_tick_lateness_seconds_bucket{le="+Inf"}'] == ticks
+    on_time = metrics['voiceai_media_tick_lateness_seconds_bucket{le="0.005"}']
+    print(f"[e2e] send clock: {ticks:.0f} ticks, {on_time:.0f} within 5 ms of their deadline, "
+          f"re-anchors {metrics['voiceai_media_clock_reanchors_total']:.0f}")
     assert TOKEN not in bot.log()
     status, _ = await api("GET", "/readyz")
     assert status == 200
