@@ -15,7 +15,6 @@ with ``np.frombuffer(b, "<i2")`` first.
 
 from __future__ import annotations
 
-import sys
 from array import array
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,26 +49,32 @@ class ReturnFormat:
         return 2 * self.frame_samples
 
 
-_NATIVE_LITTLE = sys.byteorder == "little"
-
 G722_PT9 = ReturnFormat("g722", 9, 16000, 160, 160)
 L16_8K_PT11 = ReturnFormat("l16-8k", 11, 8000, 160, 320)
 RETURN_FORMATS = {f.name: f for f in (G722_PT9, L16_8K_PT11)}
 
 
-def slin_be_to_le(payload: bytes) -> bytes:
-    """Big-endian int16 (RTP slin) to little-endian int16 (the model's PCM).
+def _swap16(data: bytes) -> bytes:
+    """Both bytes of every 16-bit sample swapped: big-endian <-> little-endian, whatever the host's order.
 
-    ``array.byteswap`` is 0.6 µs for 20 ms of slin24 where numpy's ``astype`` is 1.5 µs.
+    ``array.byteswap`` is 0.6 µs for 20 ms of 24 kHz audio where numpy's ``astype`` is 1.5 µs.
 
     Raises:
         ValueError: odd byte count.
     """
-    a = array("h")
-    a.frombytes(payload)
-    if _NATIVE_LITTLE:
-        a.byteswap()
+    a = array("H")
+    a.frombytes(data)
+    a.byteswap()
     return a.tobytes()
+
+
+def slin_be_to_le(payload: bytes) -> bytes:
+    """Big-endian int16 (RTP slin) to little-endian int16 (the model's PCM).
+
+    Raises:
+        ValueError: odd byte count.
+    """
+    return _swap16(payload)
 
 
 def pcm_le_to_be(pcm: bytes) -> bytes:
@@ -78,7 +83,7 @@ def pcm_le_to_be(pcm: bytes) -> bytes:
     Raises:
         ValueError: odd byte count.
     """
-    return np.frombuffer(pcm, "<i2").astype(">i2").tobytes()
+    return _swap16(pcm)
 
 
 class FrameEncoder(Protocol):
