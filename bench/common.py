@@ -50,28 +50,29 @@ def cpu_split(pid: int | str = "self") -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def core_busy_s(cpu: int | None) -> float:
-    """Busy seconds (everything but idle and iowait) of one CPU, or of all of them for None, from /proc/stat."""
+def _cpu_ticks(cpu: int | None) -> list[int] | None:
+    """The tick counters of one CPU's line in /proc/stat (all CPUs for None): user nice system idle iowait
+    irq softirq steal ..., or None if there is no such CPU."""
     name = "cpu" if cpu is None else f"cpu{cpu}"
     with open("/proc/stat") as f:
         for line in f:
             parts = line.split()
             if parts and parts[0] == name:
-                vals = [int(x) for x in parts[1:]]
-                return (sum(vals[:8]) - vals[3] - vals[4]) / CLK_TCK
-    return float("nan")
+                return [int(x) for x in parts[1:]]
+    return None
+
+
+def core_busy_s(cpu: int | None) -> float:
+    """Busy seconds (everything but idle and iowait) of one CPU, or of all of them for None, from /proc/stat."""
+    vals = _cpu_ticks(cpu)
+    return float("nan") if vals is None else (sum(vals[:8]) - vals[3] - vals[4]) / CLK_TCK
 
 
 def steal_s(cpu: int | None) -> float:
     """Seconds the hypervisor ran something else while this vCPU (or any, for None) wanted to run: the
     "steal" column of /proc/stat. In a VM, this is host contention that no guest setting can prevent."""
-    name = "cpu" if cpu is None else f"cpu{cpu}"
-    with open("/proc/stat") as f:
-        for line in f:
-            parts = line.split()
-            if parts and parts[0] == name:
-                return int(parts[8]) / CLK_TCK if len(parts) > 8 else 0.0
-    return float("nan")
+    vals = _cpu_ticks(cpu)
+    return float("nan") if vals is None else (vals[7] if len(vals) > 7 else 0) / CLK_TCK
 
 
 def ctx_switches(pid: int | str = "self") -> tuple[int, int]:

@@ -321,19 +321,19 @@ async def _ratio(n_calls: int, call_s: float, window: tuple[float, float], ast_p
                  for ph in phones]
         await asyncio.sleep(window[0])
         _, chans0 = await ari("GET", "/channels")
-        b0, a0, f0, w0 = cpu_seconds(bot.proc.pid), cpu_seconds(ast_pid), cpu_seconds(fake.p.pid), time.monotonic()
-        bs0, as0 = cpu_split(bot.proc.pid)[1], cpu_split(ast_pid)[1]
+        (bu0, bs0), (au0, as0), f0, w0 = (cpu_split(bot.proc.pid), cpu_split(ast_pid), cpu_seconds(fake.p.pid),
+                                          time.monotonic())
         spy = record(bot.proc.pid, window[1] - window[0], profile_dir / "ratio-bot.txt") if profile_dir else None
         await asyncio.sleep(window[1] - window[0])
-        b1, a1, f1, w1 = cpu_seconds(bot.proc.pid), cpu_seconds(ast_pid), cpu_seconds(fake.p.pid), time.monotonic()
-        bs1, as1 = cpu_split(bot.proc.pid)[1], cpu_split(ast_pid)[1]
+        (bu1, bs1), (au1, as1), f1, w1 = (cpu_split(bot.proc.pid), cpu_split(ast_pid), cpu_seconds(fake.p.pid),
+                                          time.monotonic())
         _, chans1 = await ari("GET", "/channels")
         results = await asyncio.gather(*tasks)
         if spy is not None:
             spy.wait(30)
         wall = w1 - w0
         up = [c for c in (chans0 or []) if c.get("name", "").startswith("UnicastRTP/")]
-        bot_cpu, ast_cpu = b1 - b0, a1 - a0
+        bot_cpu, ast_cpu = (bu1 + bs1) - (bu0 + bs0), (au1 + as1) - (au0 + as0)
         heard = sum(1 for r in results if _loud_seconds(r.audio_16k()) >= 0.5)
         return {"calls": n_calls, "window_s": wall, "bot_cpu_s": bot_cpu, "asterisk_cpu_s": ast_cpu,
                 "fake_model_cpu_s": f1 - f0, "ratio": bot_cpu / ast_cpu if ast_cpu > 0 else float("nan"),
