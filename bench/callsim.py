@@ -25,10 +25,10 @@ import time
 from collections import deque
 from typing import Any
 
-from voiceai_ari.media import PortPool, RtpMedia
-from voiceai_ari.model import AudioDelta, AudioDone, ModelClosed, ResponseDone, SpeechStarted
-from voiceai_ari.realtime import SessionConfig
-from voiceai_ari.realtime_session import RealtimeSession
+from voiceai_ari.media.transport import PortPool, RtpMedia
+from voiceai_ari.providers.base import AudioDelta, AudioDone, ModelClosed, ResponseDone, SpeechStarted
+from voiceai_ari.providers.openai_realtime.protocol import SessionConfig
+from voiceai_ari.providers.openai_realtime.session import RealtimeSession
 
 now_ns = time.monotonic_ns  # the clock every tap uses (perf_counter is CLOCK_MONOTONIC too on Linux)
 APPEND_PREFIX = '{"type":"input_audio_buffer.append"'

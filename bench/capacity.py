@@ -55,7 +55,7 @@ def _jitter(times: list[int], t0: int, t1: int) -> tuple[float, float, int]:
 async def bot_main(args: argparse.Namespace) -> None:
     import gc
 
-    from voiceai_ari.media import FrameClock, PortPool
+    from voiceai_ari.media.transport import FrameClock, PortPool
 
     from .callsim import SimCall
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from voiceai_ari.codec import make_encoder, slin_be_to_le
-from voiceai_ari.playout import PacingClock, Playout
-from voiceai_ari.realtime import RealtimeProtocol, SessionConfig
-from voiceai_ari.realtime_session import _write_now
-from voiceai_ari.resample import StreamResampler
-from voiceai_ari.rtp import InboundFilter, RtpPacket, RtpSender
+from voiceai_ari.media.codec import make_encoder, slin_be_to_le
+from voiceai_ari.media.playout import PacingClock, Playout
+from voiceai_ari.providers.openai_realtime.protocol import RealtimeProtocol, SessionConfig
+from voiceai_ari.providers.openai_realtime.session import _write_now
+from voiceai_ari.media.resample import StreamResampler
+from voiceai_ari.media.rtp import InboundFilter, RtpPacket, RtpSender
 
 from .common import cpus, pct, pinned
 from .peers import delta_event
@@ -312,7 +312,7 @@ async def udp_receive_stage(st: Stages, quick: bool) -> None:
 
 async def timer_stage(st: Stages, quick: bool) -> None:
     """The outbound clock: the process's one FrameClock with 100 members (calls), CPU per member tick."""
-    from voiceai_ari.media import FrameClock
+    from voiceai_ari.media.transport import FrameClock
 
     clock = FrameClock()
     ticks = [0]

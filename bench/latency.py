@@ -27,8 +27,8 @@ import json
 import sys
 from typing import Any
 
-from voiceai_ari.media import PortPool
-from voiceai_ari.resample import StreamResampler
+from voiceai_ari.media.transport import PortPool
+from voiceai_ari.media.resample import StreamResampler
 
 from .common import cpus, pinned, realtime, summary
 from .capacity import Proc

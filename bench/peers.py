@@ -71,7 +71,7 @@ async def _ws_sink() -> None:
 
 
 async def _fake(mode: str, tone_seconds: float, speed: float, delay: float) -> None:
-    from voiceai_ari.fake_realtime import FakeRealtimeServer
+    from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
 
     server = FakeRealtimeServer(mode=mode, tone_hz=440.0, tone_seconds=tone_seconds, speed=speed, host=HOST, port=0,
                                 response_delay_s=delay, keep_history=False, seed=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voiceai_ari.codec import (
+from voiceai_ari.media.codec import (
     G722_PT9,
     L16_8K_PT11,
     RETURN_FORMATS,

@@ -6,10 +6,10 @@ import threading
 import pytest
 import requests
 
-from voiceai_ari.app import VoiceAiApp
+from voiceai_ari.call.app import VoiceAiApp
 from voiceai_ari.config import load_settings
-from voiceai_ari.control import ControlApi
-from voiceai_ari.tools import ToolRegistry
+from voiceai_ari.operate.control import ControlApi
+from voiceai_ari.call.tools import ToolRegistry
 
 TOKEN = "control-test-token-123"
 

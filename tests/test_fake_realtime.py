@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from voiceai_ari import audio_gen
-from voiceai_ari.fake_realtime import FakeRealtimeServer
-from voiceai_ari.fake_vad import EnergyVad, threshold_to_dbfs
+from voiceai_ari.fakes import audio_gen
+from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
+from voiceai_ari.fakes.vad import EnergyVad, threshold_to_dbfs
 
 RATE = 24000
 AUTH = {"Authorization": "Bearer test"}
@@ -243,7 +243,7 @@ async def test_handler_exception_becomes_server_error(make_server, monkeypatch, 
     async def boom(self, ev):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr("voiceai_ari.fake_realtime.FakeSession._on_input_audio_buffer_clear", boom)
+    monkeypatch.setattr("voiceai_ari.fakes.realtime.server.FakeSession._on_input_audio_buffer_clear", boom)
     async with ws_connect(server) as ws:
         await opened(ws)
         await send(ws, "input_audio_buffer.clear", event_id="e1")
@@ -790,7 +790,7 @@ async def test_server_stop_closes_sessions(make_server):
 def test_cli_serves_until_sigterm(tmp_path):
     async def run() -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voiceai_ari.fake_realtime", "--port", "0", "--mode", "tone", "--speed", "50",
+            sys.executable, "-m", "voiceai_ari.fakes.realtime.server", "--port", "0", "--mode", "tone", "--speed", "50",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ})
         try:
             url = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from voiceai_ari.media import FrameClock
+from voiceai_ari.media.transport import FrameClock
 
 
 class Member:

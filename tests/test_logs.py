@@ -2,7 +2,7 @@
 
 import logging
 
-from voiceai_ari.logs import setup_logging
+from voiceai_ari.operate.logs import setup_logging
 
 
 def test_secrets_redacted_and_chatty_libraries_quiet(capsys):
@@ -21,7 +21,7 @@ def test_json_lines_carry_the_call_id_from_the_context(capsys):
     import asyncio
     import json
 
-    from voiceai_ari.logs import call_id
+    from voiceai_ari.operate.logs import call_id
     setup_logging("INFO", ["sk-very-secret-key"], fmt="json")
 
     async def a_call():

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from voiceai_ari.audio_gen import dominant_frequency, rms_dbfs, tone
-from voiceai_ari.codec import G722Decoder
-from voiceai_ari.media import DRAIN_MARGIN, PortPool, RtpMedia
-from voiceai_ari.rtp import InboundFilter, RtpSender
+from voiceai_ari.fakes.audio_gen import dominant_frequency, rms_dbfs, tone
+from voiceai_ari.media.codec import G722Decoder
+from voiceai_ari.media.transport import DRAIN_MARGIN, PortPool, RtpMedia
+from voiceai_ari.media.rtp import InboundFilter, RtpSender
 
 HOST = "127.0.0.1"
 FRAME_24K = 960   # bytes of 20 ms of 24 kHz PCM16
@@ -529,7 +529,7 @@ async def test_l16_8k_return_codec(rig):
 
 
 async def test_odd_length_model_deltas_are_carried_not_fatal():
-    from voiceai_ari.media import PortPool, RtpMedia
+    from voiceai_ari.media.transport import PortPool, RtpMedia
     media = RtpMedia(bind_host="127.0.0.1", advertise_host="127.0.0.1", pool=PortPool(range(47900, 47910)))
     await media.open()
     try:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voiceai_ari.playout import PacingClock, Playout
+from voiceai_ari.media.playout import PacingClock, Playout
 
 RATE = 24000
 FRAME = 960  # 20 ms of PCM16 at 24 kHz

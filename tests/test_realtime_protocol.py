@@ -3,9 +3,9 @@
 import base64
 import json
 
-from voiceai_ari.model import (AudioDelta, AudioDone, ModelError, ResponseDone, SessionReady, SpeechStarted, ToolCall,
+from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelError, ResponseDone, SessionReady, SpeechStarted, ToolCall,
                                Transcript)
-from voiceai_ari.realtime import RealtimeProtocol, SessionConfig
+from voiceai_ari.providers.openai_realtime.protocol import RealtimeProtocol, SessionConfig
 
 
 def proto(**kw):

@@ -4,12 +4,12 @@ import asyncio
 
 import pytest
 
-from voiceai_ari.audio_gen import dominant_frequency, silence, tone
-from voiceai_ari.fake_realtime import FakeRealtimeServer
-from voiceai_ari.model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ResponseDone,
+from voiceai_ari.fakes.audio_gen import dominant_frequency, silence, tone
+from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
+from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ResponseDone,
                                SessionReady, SpeechStarted)
-from voiceai_ari.realtime import SessionConfig
-from voiceai_ari.realtime_session import RealtimeSession
+from voiceai_ari.providers.openai_realtime.protocol import SessionConfig
+from voiceai_ari.providers.openai_realtime.session import RealtimeSession
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ async def test_cancel_is_sent_when_the_server_does_not_interrupt():
 
 
 async def test_ephemeral_secret_per_connection_with_the_config_burned_in():
-    from voiceai_ari.credentials import EphemeralSecrets
+    from voiceai_ari.providers.openai_realtime.credentials import EphemeralSecrets
     fake = FakeRealtimeServer(mode="tone", tone_seconds=0.3, speed=20, api_key="sk-master")
     await fake.start()
     cfg = SessionConfig(instructions="burned in", vad_silence_ms=200)
@@ -202,7 +202,7 @@ async def test_token_service_token_is_reused_until_it_expires():
 
     from aiohttp import web
 
-    from voiceai_ari.credentials import TokenService
+    from voiceai_ari.providers.openai_realtime.credentials import TokenService
     fake = FakeRealtimeServer(mode="tone", api_key="sk-master")
     await fake.start()
     hits = []
@@ -232,7 +232,7 @@ async def test_token_service_token_is_reused_until_it_expires():
 async def test_audio_is_written_at_once_and_keeps_its_order_when_the_socket_backs_up(fake):
     """Appends go straight to the transport; while it reports a backlog they queue, and everything reaches
     the server in the order it was sent (nothing is written directly while anything is queued)."""
-    from voiceai_ari import realtime_session as rs
+    from voiceai_ari.providers.openai_realtime import session as rs
 
     s = RealtimeSession(fake.url, "sk-test", SessionConfig(vad_threshold=0.99))
     await s.start()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import upfirdn
 
-from voiceai_ari.resample import StreamResampler, design_filter
+from voiceai_ari.media.resample import StreamResampler, design_filter
 
 PAIRS = [(16000, 24000), (24000, 16000), (8000, 24000), (24000, 8000), (16000, 8000), (8000, 16000)]
 

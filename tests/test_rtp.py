@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voiceai_ari.rtp import (
+from voiceai_ari.media.rtp import (
     InboundFilter,
     RtpError,
     RtpPacket,

@@ -12,8 +12,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from voiceai_ari.config import Settings
-from voiceai_ari.fake_realtime_schema import default_session, merge_session
-from voiceai_ari.tools import (DTMF_RULE, Tool, ToolRegistry, ToolResult, TransferDestination, allowed_url,
+from voiceai_ari.fakes.realtime.schema import default_session, merge_session
+from voiceai_ari.call.tools import (DTMF_RULE, Tool, ToolRegistry, ToolResult, TransferDestination, allowed_url,
                                build_registry, tool)
 
 MS = 0.001 * float(os.environ.get("VOICEAI_TEST_TIME_SCALE", "1"))  # scale for slow machines
@@ -240,9 +240,9 @@ async def test_cancellation_is_not_swallowed():
 
 
 async def test_execution_logged(registry, caplog):
-    caplog.set_level(logging.INFO, logger="voiceai_ari.tools")
+    caplog.set_level(logging.INFO, logger="voiceai_ari.call.tools")
     await registry.execute(FakeContext(), "send_dtmf", json.dumps({"digits": "1", "pad": "x" * 500}))
-    (rec,) = [r for r in caplog.records if r.name == "voiceai_ari.tools"]
+    (rec,) = [r for r in caplog.records if r.name == "voiceai_ari.call.tools"]
     line = rec.getMessage()
     assert rec.levelno == logging.INFO
     assert line.startswith("tool call=chan-1 name='send_dtmf' ok=False ") and " ms args='{" in line
@@ -255,7 +255,7 @@ MODULE = '''
 from __future__ import annotations
 from typing import Annotated, Literal
 from pydantic import Field
-from voiceai_ari.tools import tool
+from voiceai_ari.call.tools import tool
 
 @tool()
 async def get_weather(ctx, *, city: Annotated[str, Field(description="city name")], days: int = 1,

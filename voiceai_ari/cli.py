@@ -10,7 +10,7 @@ import signal
 import sys
 
 from .config import ConfigError, Settings, load_settings
-from .logs import setup_logging
+from .operate.logs import setup_logging
 
 log = logging.getLogger("voiceai")
 
@@ -26,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="check configuration, Asterisk, RTP reachability and the model; exit 0/1")
     args, rest = parser.parse_known_args(argv)
     if args.command == "fake-realtime":
-        from . import fake_realtime
+        from .fakes.realtime import server as fake_realtime
         return fake_realtime.main(rest) or 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check":
-        from . import check
+        from .operate import check
         return check.main()
     try:
         settings = load_settings()
@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(settings: Settings) -> int:
-    from .app import VoiceAiApp
-    from .credentials import make_credentials
-    from .realtime import SessionConfig
-    from .realtime_session import RealtimeSession
-    from .tools import build_registry
+    from .call.app import VoiceAiApp
+    from .providers.openai_realtime.credentials import make_credentials
+    from .providers.openai_realtime.protocol import SessionConfig
+    from .providers.openai_realtime.session import RealtimeSession
+    from .call.tools import build_registry
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,7 +62,7 @@ async def serve(settings: Settings) -> int:
     fake = None
     url = settings.realtime_url
     if settings.offline_demo:
-        from .fake_realtime import FakeRealtimeServer
+        from .fakes.realtime.server import FakeRealtimeServer
         # echo mode; its greeting (a response with nothing said yet) is a short beep
         fake = FakeRealtimeServer(mode="echo", tone_hz=660, tone_seconds=0.3, host="127.0.0.1", port=0,
                                   keep_history=False)
@@ -87,7 +87,7 @@ async def serve(settings: Settings) -> int:
              ", ".join(tools.names) or "none")
     control = None
     if settings.control_port:
-        from .control import ControlApi
+        from .operate.control import ControlApi
         control = ControlApi(app)
         await control.start()
     try:

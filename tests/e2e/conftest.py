@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from voiceai_ari.fake_realtime import FakeRealtimeServer
+from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
 
 from .caller import REPO, sipp_binary, start_sandbox
 

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from voiceai_ari.audio_gen import dominant_frequency
+from voiceai_ari.fakes.audio_gen import dominant_frequency
 
 from . import analysis as A
 from .caller import CallResult, Phone, ari, place_call
@@ -110,7 +110,7 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
 async def spoof_rtp(port: int, pcm24k_le: bytes) -> int:
     """Send valid-looking slin24 RTP (Asterisk's PT 123, big-endian) to the bot's port from a foreign socket."""
     import numpy as np
-    from voiceai_ari.rtp import RtpSender
+    from voiceai_ari.media.rtp import RtpSender
 
     await asyncio.sleep(0.5)   # the call is up by now
     sender = RtpSender(123, 480)

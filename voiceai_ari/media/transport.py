@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .codec import make_encoder, slin_be_to_le
-from .model import MODEL_RATE
+from ..providers.base import MODEL_RATE
 from .playout import PacingClock, Playout
 from .resample import StreamResampler
 from .rtp import InboundFilter, RtpSender

@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
+from ..ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
 from .call import BRIDGE_NAME_PREFIX, EM_ID_PREFIX, Call
-from .config import Settings
-from .media import PortPool, RtpMedia
-from .metrics import Metrics
-from .model import ModelSession
+from ..config import Settings
+from ..media.transport import PortPool, RtpMedia
+from ..operate.metrics import Metrics
+from ..providers.base import ModelSession
 from .tools import ToolRegistry
 
 log = logging.getLogger("voiceai.app")

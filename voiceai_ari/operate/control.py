@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .ari import AriError, AriUnavailable
-from .tools import TransferDestination
+from ..ari import AriError, AriUnavailable
+from ..call.tools import TransferDestination
 
 if TYPE_CHECKING:
-    from .app import VoiceAiApp
-    from .call import Call
+    from ..call.app import VoiceAiApp
+    from ..call.call import Call
 
 log = logging.getLogger("voiceai.control")
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json"}

@@ -18,18 +18,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
+from ..ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
 from websockets.exceptions import WebSocketException
 
-from .logs import call_id
-from .media import MediaTransport
-from .model import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ModelSession,
+from ..operate.logs import call_id
+from ..media.transport import MediaTransport
+from ..providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ModelSession,
                     ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
 from .transcript import CallLog
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .metrics import Metrics
+    from ..config import Settings
+    from ..operate.metrics import Metrics
     from .tools import ToolRegistry, TransferDestination
 
 log = logging.getLogger("voiceai.call")

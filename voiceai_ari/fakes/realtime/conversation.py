@@ -30,8 +30,8 @@ import os
 import string
 from dataclasses import dataclass, field
 
-from . import audio_gen
-from .fake_realtime_schema import SERVER_ERROR_MESSAGE, RealtimeError, check_item, check_response_params, need, new_id
+from .. import audio_gen
+from .schema import SERVER_ERROR_MESSAGE, RealtimeError, check_item, check_response_params, need, new_id
 
 log = logging.getLogger(__name__)
 

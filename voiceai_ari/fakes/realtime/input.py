@@ -13,9 +13,9 @@ import base64
 import binascii
 import copy
 
-from .fake_realtime_conversation import BYTES_PER_MS
-from .fake_realtime_schema import RealtimeError, merge_session, missing, need, new_id
-from .fake_vad import EnergyVad, threshold_to_dbfs
+from .conversation import BYTES_PER_MS
+from .schema import RealtimeError, merge_session, missing, need, new_id
+from ..vad import EnergyVad, threshold_to_dbfs
 
 MIN_COMMIT_MS = 100
 EAGERNESS_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}

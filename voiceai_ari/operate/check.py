@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .ari import AriClient, AriError, AriUnavailable
-from .config import ConfigError, Settings, load_settings
-from .media import CALLER_FORMAT
+from ..ari import AriClient, AriError, AriUnavailable
+from ..config import ConfigError, Settings, load_settings
+from ..media.transport import CALLER_FORMAT
 
 REQUIRED_MODULES = ("res_ari.so", "app_stasis.so", "chan_rtp.so", "codec_g722.so", "res_pjsip.so")
 
@@ -145,9 +145,9 @@ async def _model(settings: Settings) -> Step:
     name = "model endpoint"
     if settings.offline_demo:
         return Step(name, True, "offline demo model (no OPENAI_API_KEY): the bot echoes callers")
-    from .credentials import make_credentials
-    from .realtime import SessionConfig
-    from .realtime_session import RealtimeSession
+    from ..providers.openai_realtime.credentials import make_credentials
+    from ..providers.openai_realtime.protocol import SessionConfig
+    from ..providers.openai_realtime.session import RealtimeSession
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
     cfg = SessionConfig(model=settings.model)
     session = RealtimeSession(settings.realtime_url, make_credentials(settings, settings.realtime_url,

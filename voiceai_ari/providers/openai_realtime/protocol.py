@@ -19,7 +19,7 @@ from typing import Any
 import pybase64
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .model import (AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, SpeechStarted,
+from ..base import (AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, SpeechStarted,
                     SpeechStopped, ToolCall, Transcript)
 
 log = logging.getLogger("voiceai.realtime")

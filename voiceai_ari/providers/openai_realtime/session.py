@@ -19,8 +19,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
 from .credentials import ApiKey, Credentials
-from .model import ModelClosed, ModelError, ModelEvent, ModelReconnected
-from .realtime import RealtimeProtocol, SessionConfig
+from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected
+from .protocol import RealtimeProtocol, SessionConfig
 
 log = logging.getLogger("voiceai.realtime")
 

@@ -11,7 +11,7 @@ function calls (A.9). Every event sent is logged with its loop time (``FakeSessi
 and validation live in ``fake_realtime_schema``, input audio and VAD in ``fake_realtime_input``, items
 and responses in ``fake_realtime_conversation``.
 
-CLI: ``python -m voiceai_ari.fake_realtime --port 8765 --mode tone`` (also ``voiceai-ari fake-realtime``).
+CLI: ``python -m voiceai_ari.fakes.realtime.server --port 8765 --mode tone`` (also ``voiceai-ari fake-realtime``).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import sys
 
 from aiohttp import WSMsgType, web
 
-from . import audio_gen
-from .fake_realtime_conversation import RATE, ConversationMixin, _Response
-from .fake_realtime_input import InputAudioMixin
-from .fake_realtime_schema import (
+from .. import audio_gen
+from .conversation import RATE, ConversationMixin, _Response
+from .input import InputAudioMixin
+from .schema import (
     CLIENT_EVENTS,
     SERVER_ERROR_MESSAGE,
     RealtimeError,
@@ -44,7 +44,7 @@ from .fake_realtime_schema import (
     need,
     new_id,
 )
-from .fake_vad import EnergyVad
+from ..vad import EnergyVad
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ class FakeRealtimeServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``voiceai-ari fake-realtime`` / ``python -m voiceai_ari.fake_realtime``: serve until SIGINT/SIGTERM."""
+    """``voiceai-ari fake-realtime`` / ``python -m voiceai_ari.fakes.realtime.server``: serve until SIGINT/SIGTERM."""
     ap = argparse.ArgumentParser(prog="voiceai-ari fake-realtime", description="Fake OpenAI Realtime (GA) server")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")

@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .media import TICK_LATE_BUCKETS, FrameClock
+from ..media.transport import TICK_LATE_BUCKETS, FrameClock
 
 if TYPE_CHECKING:
-    from .app import VoiceAiApp
+    from ..call.app import VoiceAiApp
 
 # the media counters of a call (RtpMedia.stats) that add up across calls
 MEDIA_TOTALS = ("rx_packets", "tx_packets", "playout_underruns", "audio_in_ms", "audio_out_ms")

@@ -1,0 +1,1 @@
+"""Protocol-faithful fake model servers (tests, the offline demo), with their shared VAD and audio helpers."""

@@ -1,0 +1,1 @@
+"""The fake OpenAI Realtime GA server: `server` (WebSocket + sessions), `schema`, `input`, `conversation`."""

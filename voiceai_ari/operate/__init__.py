@@ -1,0 +1,1 @@
+"""Operating the bot: control API, Prometheus metrics, the preflight check, logging."""

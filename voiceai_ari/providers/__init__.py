@@ -1,0 +1,1 @@
+"""Model providers behind `base.ModelSession`: one module or package each."""

@@ -1,0 +1,1 @@
+"""OpenAI Realtime (GA): `protocol` (sans-I/O state), `session` (the WebSocket adapter), `credentials`."""
