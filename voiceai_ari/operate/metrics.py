@@ -44,10 +44,17 @@ class Metrics:
         self.tokens: Counter[str] = Counter()
         self.cost_usd = 0.0
         self._app: VoiceAiApp | None = None
+        self._tool_names: frozenset[str] = frozenset()
 
     def attach(self, app: VoiceAiApp) -> None:
         self._app = app
+        self._tool_names = frozenset(app.tools.names)
         self.registry.register(_AppCollector(self))
+
+    def tool_called(self, name: str, ok: bool) -> None:
+        """Count a tool call. The name comes from the model: one it made up counts as "unknown", so a model
+        cannot create new label values (series) at will."""
+        self.tools[(name if name in self._tool_names else "unknown", "ok" if ok else "error")] += 1
 
     def call_ended(self, stats: dict[str, Any]) -> None:
         """Fold an ended call's media counters into the totals."""
