@@ -82,6 +82,8 @@ class _AppCollector(Collector):
                 total[key] += int(st.get(key, 0))
             dropped.update(st.get("rx_dropped", {}))
         yield _gauge("voiceai_calls_active", "calls in progress", len(app.calls))
+        yield _gauge("voiceai_calls_originating", "outbound calls (POST /calls) ringing; they count against "
+                     "VOICEAI_MAX_CALLS", app.slots_used() - len(app.calls))
         yield _counter("voiceai_calls", "calls accepted", app.total_calls)
         yield _counter("voiceai_calls_refused", "calls refused (capacity or draining)", app.refused_calls)
         rtp = CounterMetricFamily("voiceai_rtp_packets", "RTP packets", labels=["direction"])
