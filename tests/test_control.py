@@ -314,3 +314,13 @@ def test_a_ringing_slot_is_given_up_after_its_timeout():
         app.originating[cid] = time.monotonic() - 0.001   # its timeout and grace have passed, no event came
         assert requests.post(f"{url}/calls", json={"target": "frontdesk"}, timeout=5).status_code == 202
 
+
+# --- which model serves the calls ----------------------------------------------------------------------------
+def test_readyz_and_metrics_show_the_offline_demo():
+    with control_api(OPENAI_API_KEY="") as (url, app, ari, _):
+        r = requests.get(f"{url}/readyz", timeout=5)
+        assert r.status_code == 200 and r.json()["model"] == "offline-demo"
+        assert "\nvoiceai_offline_demo 1.0\n" in requests.get(f"{url}/metrics", timeout=5).text
+    with control_api(OPENAI_API_KEY="sk-test-key-0123") as (url, app, ari, _):
+        assert requests.get(f"{url}/readyz", timeout=5).json()["model"] == "gpt-realtime"
+        assert "\nvoiceai_offline_demo 0.0\n" in requests.get(f"{url}/metrics", timeout=5).text

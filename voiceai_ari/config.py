@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY"),
         description="OpenAI API key. Empty: the offline demo model (echo) is used.")
+    demo: bool = Field(True, description="without OPENAI_API_KEY: on = calls get the offline echo demo model "
+                       "(a warning per call); off = refuse to start")
     realtime_url: str = Field("wss://api.openai.com/v1/realtime", description="Realtime WebSocket URL")
     model: str = Field("gpt-realtime", description="Realtime model name")
     voice: str = Field("marin", description="Voice of the bot")
@@ -214,6 +216,8 @@ class Settings(BaseSettings):
             raise ValueError("token_service_url: required (http:// or https://) with VOICEAI_CREDENTIALS=token_service")
         if self.credentials == "ephemeral" and self.openai_api_key is None:
             raise ValueError("openai_api_key: required to mint client secrets with VOICEAI_CREDENTIALS=ephemeral")
+        if not self.demo and self.offline_demo:
+            raise ValueError("openai_api_key: required with VOICEAI_DEMO=off (or VOICEAI_DEMO=on: offline echo demo)")
         if self.fallback == "transfer" and not self.fallback_target:
             raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
         return self

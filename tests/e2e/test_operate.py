@@ -1,5 +1,5 @@
 """Operating the bot: the control API during a real call, metrics after it, the fallback when the model is
-down, and an outbound call through POST /calls (allowlisted targets only)."""
+down, an outbound call through POST /calls (allowlisted targets only), and the offline demo made visible."""
 
 from __future__ import annotations
 
@@ -218,3 +218,16 @@ async def test_outbound_call_through_the_control_api(make_bot, fake_model, tmp_p
     assert await metric("voiceai_calls_refused_total") == 0
     assert (await no_leftovers(bot)) == ([], [], [])
 
+
+async def test_offline_demo_is_visible(make_bot, tmp_path):
+    """No OPENAI_API_KEY: /readyz names the offline demo, /metrics has its gauge, and every call logs it."""
+    from voiceai_ari.cli import DEMO_CALL_WARNING
+    bot = await make_bot(VOICEAI_CONTROL_PORT=str(PORT), VOICEAI_CONTROL_TOKEN=TOKEN)
+    status, ready = await api("GET", "/readyz")
+    assert status == 200 and ready["model"] == "offline-demo"
+    assert await metric("voiceai_offline_demo") == 1
+    for n in (1, 2):
+        res = await place_call("100", phone=Phone("g722"), call_seconds=1.0, workdir=tmp_path)
+        assert res.ok, res.summary()
+        assert bot.log().count(DEMO_CALL_WARNING) == n
+    assert (await no_leftovers(bot)) == ([], [], [])

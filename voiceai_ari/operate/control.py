@@ -221,8 +221,11 @@ class ControlApi:
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready = self.app.ready.is_set() and self.app.accepting
+        s = self.app.settings
         return web.json_response({"ready": ready, "ari_connected": self.app.ready.is_set(),
-                                  "accepting_calls": self.app.accepting}, status=200 if ready else 503)
+                                  "accepting_calls": self.app.accepting,
+                                  "model": "offline-demo" if s.offline_demo else s.model},
+                                 status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.app.metrics.exposition(),
@@ -336,7 +339,7 @@ def openapi_document(originate_targets: Iterable[str] = ()) -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": {
             "/healthz": {"get": {**op("process alive", {"200": j}), "security": []}},
-            "/readyz": {"get": {**op("ARI connected and taking calls",
+            "/readyz": {"get": {**op("ARI connected and taking calls; which model serves them",
                                      {"200": j, "503": j}), "security": []}},
             "/metrics": {"get": op("Prometheus metrics", {"200": {"description": "text exposition",
                                                                    "content": {"text/plain": {"schema": {"type": "string"}}}},

@@ -84,6 +84,8 @@ class _AppCollector(Collector):
         yield _gauge("voiceai_calls_active", "calls in progress", len(app.calls))
         yield _gauge("voiceai_calls_originating", "outbound calls (POST /calls) ringing; they count against "
                      "VOICEAI_MAX_CALLS", app.slots_used() - len(app.calls))
+        yield _gauge("voiceai_offline_demo", "1: no OPENAI_API_KEY, calls get the offline echo demo model",
+                     int(app.settings.offline_demo))
         yield _counter("voiceai_calls", "calls accepted", app.total_calls)
         yield _counter("voiceai_calls_refused", "calls refused (capacity or draining)", app.refused_calls)
         rtp = CounterMetricFamily("voiceai_rtp_packets", "RTP packets", labels=["direction"])
