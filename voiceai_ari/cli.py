@@ -8,14 +8,22 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, load_settings
 from .operate.logs import setup_logging
 
+if TYPE_CHECKING:
+    from .providers.base import ModelSession
+
 log = logging.getLogger("voiceai")
 
 OFFLINE_BANNER = ("OPENAI_API_KEY is not set: serving calls with the OFFLINE DEMO MODEL "
-                  "(an embedded fake Realtime server in echo mode: the bot repeats what the caller said).")
+                  "(an embedded fake Realtime server in echo mode: the bot repeats what the caller said). "
+                  "VOICEAI_DEMO=off makes a missing key a start-up error.")
+DEMO_CALL_WARNING = ("offline demo call: the caller gets the echo demo model, not OpenAI (OPENAI_API_KEY is not "
+                     "set; VOICEAI_DEMO=off refuses to start without it)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +87,7 @@ async def serve(settings: Settings) -> int:
         vad_eagerness=settings.vad_eagerness, tools=tools.declarations(),
         transcription_model="" if settings.offline_demo else settings.transcription_model)
     credentials = make_credentials(settings, url, config.session(), api_key)
-    app = VoiceAiApp(settings, lambda: RealtimeSession(url, credentials, config), tools)
+    app = VoiceAiApp(settings, model_factory(settings, lambda: RealtimeSession(url, credentials, config)), tools)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("stats %s", json.dumps(app.stats())))
     log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls, "
              "tools: %s", settings.ari_url, settings.ari_app, settings.model, url.split("?")[0],
@@ -99,6 +107,18 @@ async def serve(settings: Settings) -> int:
             await fake.stop()
     log.info("= stopped")
     return 0
+
+
+def model_factory(settings: Settings, make: Callable[[], ModelSession]) -> Callable[[], ModelSession]:
+    """The app's model session factory, called once per accepted call. On the offline demo it logs a warning
+    for every call: a key that went missing must not go unnoticed while real callers talk to an echo."""
+    if not settings.offline_demo:
+        return make
+
+    def demo_session() -> ModelSession:
+        log.warning(DEMO_CALL_WARNING)
+        return make()
+    return demo_session
 
 
 if __name__ == "__main__":

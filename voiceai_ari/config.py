@@ -8,6 +8,7 @@ so they never show in a repr or a log line.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -30,6 +31,8 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY"),
         description="OpenAI API key. Empty: the offline demo model (echo) is used.")
+    demo: bool = Field(True, description="without OPENAI_API_KEY: on = calls get the offline echo demo model "
+                       "(a warning per call); off = refuse to start")
     realtime_url: str = Field("wss://api.openai.com/v1/realtime", description="Realtime WebSocket URL")
     model: str = Field("gpt-realtime", description="Realtime model name")
     voice: str = Field("marin", description="Voice of the bot")
@@ -109,6 +112,14 @@ class Settings(BaseSettings):
     control_host: str = Field("127.0.0.1", description="control API bind address (loopback unless a token is set)")
     control_port: int = Field(8089, ge=0, le=65535, description="control API port; 0 turns it off")
     control_token: SecretStr | None = Field(None, description="bearer token for the control API")
+    control_allowed_hosts: list[str] = Field(
+        default_factory=list, description='extra names accepted in the Host and Origin headers, JSON list '
+        '["voice.example.com"]; loopback addresses and localhost with the API port always are')
+    originate_targets: dict[str, str] = Field(
+        default_factory=dict, description='POST /calls allowlist, JSON: {"frontdesk": "PJSIP/1001", '
+        '"ivr": "from-internal,700,1"} (a dialplan location is dialled as Local/700@from-internal); '
+        'empty: no outbound calls')
+    originate_per_minute: int = Field(10, ge=1, le=10000, description="POST /calls: outbound calls per minute")
 
     # --- process -------------------------------------------------------------------------------------------
     max_calls: int = Field(50, ge=1, le=10000, description="concurrent calls; more are refused")
@@ -139,6 +150,23 @@ class Settings(BaseSettings):
             if "/" not in dest and len(dest.split(",")) != 3:
                 raise ValueError(f"target {name!r}: use context,extension,priority or TECH/resource")
         return v
+
+    @field_validator("originate_targets")
+    @classmethod
+    def _check_originate_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, dest in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                raise ValueError(f"target name {name!r} must be 1-64 letters, digits, - or _")
+            originate_endpoint(name, dest)
+        return v
+
+    @field_validator("control_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not re.fullmatch(r"[A-Za-z0-9.:_-]{1,253}", host):
+                raise ValueError(f"{host!r} must be a bare host name or address (no scheme, port or path)")
+        return [h.lower().strip("[]") for h in v]
 
     @field_validator("http_tool_allowlist")
     @classmethod
@@ -188,6 +216,8 @@ class Settings(BaseSettings):
             raise ValueError("token_service_url: required (http:// or https://) with VOICEAI_CREDENTIALS=token_service")
         if self.credentials == "ephemeral" and self.openai_api_key is None:
             raise ValueError("openai_api_key: required to mint client secrets with VOICEAI_CREDENTIALS=ephemeral")
+        if not self.demo and self.offline_demo:
+            raise ValueError("openai_api_key: required with VOICEAI_DEMO=off (or VOICEAI_DEMO=on: offline echo demo)")
         if self.fallback == "transfer" and not self.fallback_target:
             raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
         return self
@@ -208,6 +238,23 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def originate_endpoint(name: str, dest: str) -> str:
+    """The ARI originate endpoint of an `originate_targets` entry: "TECH/resource" as it is, a dialplan location
+    "context,extension,1" as "Local/extension@context" (a Local channel starts at priority 1).
+
+    Raises: ValueError naming the target."""
+    dest = dest.strip()
+    if re.fullmatch(r"[A-Za-z0-9_]+/[^\s,]{1,200}", dest):
+        return dest
+    parts = [p.strip() for p in dest.split(",")]
+    if len(parts) == 3 and re.fullmatch(r"[A-Za-z0-9_.-]+", parts[0]) and re.fullmatch(r"[^\s@/,]+", parts[1]):
+        if parts[2] != "1":
+            raise ValueError(f"target {name!r}: a dialplan location is dialled through a Local channel, which "
+                             "starts at priority 1")
+        return f"Local/{parts[1]}@{parts[0]}"
+    raise ValueError(f"target {name!r}: use TECH/resource (PJSIP/1001) or context,extension,1")
 
 
 def env_name(field: str) -> str:

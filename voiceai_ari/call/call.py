@@ -263,7 +263,7 @@ class Call:
 
     async def _run_tool(self, ev: ToolCall) -> None:
         result = await self.tools.execute(self, ev.name, ev.arguments)
-        self.metrics.tools[(ev.name, "ok" if result.ok else "error")] += 1
+        self.metrics.tool_called(ev.name, result.ok)
         self.transcript.write("tool_call", name=ev.name, call_id=ev.call_id, arguments=ev.arguments,
                               ok=result.ok, result=result.output)
         if not result.ends_call and not self.ended:
