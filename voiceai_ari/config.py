@@ -133,11 +133,19 @@ class Settings(BaseSettings):
     @field_validator("transfer_targets")
     @classmethod
     def _check_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        from .call.tools import TransferDestination  # the tool's own parser: one rule, checked at start
         for name, dest in v.items():
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"target name {name!r} must be letters, digits, - or _")
-            if "/" not in dest and len(dest.split(",")) != 3:
-                raise ValueError(f"target {name!r}: use context,extension,priority or TECH/resource")
+            TransferDestination.parse(name, dest)
+        return v
+
+    @field_validator("fallback_target")
+    @classmethod
+    def _check_fallback_target(cls, v: str) -> str:
+        from .call.tools import TransferDestination  # what _fallback parses when the model is unreachable
+        if v.strip():
+            TransferDestination.parse("fallback", v)
         return v
 
     @field_validator("http_tool_allowlist")
