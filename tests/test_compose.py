@@ -405,6 +405,14 @@ def test_env_file_has_an_example_and_stays_out_of_git_and_images(services):
             assert ignored(path.removeprefix("./"), dockerignore_patterns(REPO)), f"{path} not in .dockerignore"
 
 
+def test_default_transcript_folder_stays_out_of_git_and_images(settings_cls):
+    """Transcripts hold callers' words and numbers: the default folder is never committed or baked in."""
+    folder = settings_cls.model_fields["transcript_dir"].default
+    git = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", f"{folder}/x.jsonl"])
+    assert git.returncode == 0, f"{folder}/ is not git-ignored"
+    assert ignored(f"{folder}/x.jsonl", dockerignore_patterns(REPO)), f"{folder} not in .dockerignore"
+
+
 def test_voiceai_image_context_excludes_local_clutter():
     patterns = dockerignore_patterns(REPO)
     for junk in (".venv", ".git", "voiceai_ari/__pycache__", ".pytest_cache", ".hypothesis"):
