@@ -21,6 +21,7 @@ import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..config import HTTP_METHODS
+from ..providers.openai_realtime.credentials import use_env_proxy
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +279,8 @@ async def http_request(url: str, method: str, payload: dict | None, timeout_s: f
     if payload is not None and method in ("GET", "DELETE"):  # no body: payload becomes the query string
         kwargs = {"params": {k: v if isinstance(v, str) else json.dumps(v) for k, v in payload.items()}}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                         trust_env=use_env_proxy(url)) as session:  # HTTPS_PROXY, NO_PROXY
             async with session.request(method, url, allow_redirects=False, **kwargs) as resp:
                 buf = bytearray()
                 while len(buf) <= max_bytes:

@@ -7,6 +7,9 @@
 - `token_service`: GET a configured URL returning `{value, expires_at}`; a separate backend holds the master
   key and this process never sees it. The token is reused until shortly before it expires.
 
+Outbound connections to the model side (this module, the Realtime WebSocket, `api_call`) honour the usual
+HTTPS_PROXY / HTTP_PROXY / NO_PROXY environment variables, except to loopback addresses (`use_env_proxy`).
+
 A token service URL may carry a secret (`https://user:pw@host/mint?key=...`): error messages, and so the log
 lines made from them, show it through `redact_url` only.
 """
@@ -65,6 +68,17 @@ class TokenService:
         return value
 
 
+def use_env_proxy(url: str) -> bool:
+    """Whether the proxy environment variables apply to `url`: not for loopback hosts (the embedded demo
+    model, local fakes), which a proxy could not reach and must not see (as Go's net/http decides)."""
+    from ...config import _loopback
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return host is not None and not _loopback(host)
+
+
 def redact_url(url: str) -> str:
     """`url` fit for a log line: no userinfo, and the query and fragment replaced by "?..."."""
     try:
@@ -79,7 +93,8 @@ async def _request(method: str, url: str, headers: dict[str, str], body: Any) ->
     """One JSON request. Raises: ConnectionError (OSError) or ValueError, naming the URL without its secrets."""
     shown = redact_url(url)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                         trust_env=use_env_proxy(url)) as s:   # HTTPS_PROXY, NO_PROXY
             async with s.request(method, url, headers=headers, json=body) as r:
                 if r.status >= 400:
                     raise ConnectionRefusedError(f"{method} {shown} -> HTTP {r.status}")
