@@ -677,3 +677,24 @@ def test_shell_scripts_parse():
     subprocess.run(["bash", "-n", str(SANDBOX)], check=True)
     subprocess.run(["sh", "-n", str(AST / "entrypoint.sh")], check=True)
     subprocess.run(["sh", "-n", str(AST / "configure.sh")], check=True)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or not os.path.isdir("/proc/self/fd"), reason="needs bash, /proc")
+def test_sandbox_asterisk_holds_no_inherited_fd(tmp_path):
+    """`flock /tmp/voiceai-e2e.lock scripts/asterisk-sandbox start` hands the lock's fd to the script; the
+    Asterisk it starts must not inherit it, or the lock stays held for Asterisk's lifetime and every later e2e
+    run waits forever. The script's own start line and close_inherited_fds run here around `sleep`."""
+    text = SANDBOX.read_text()
+    func = re.search(r"^close_inherited_fds\(\) \{.*?^\}$", text, re.M | re.S)
+    assert func, "scripts/asterisk-sandbox: close_inherited_fds() missing"
+    assert re.search(r"\( close_inherited_fds; exec setsid chroot \"\$ROOT\" /usr/sbin/asterisk ", text)
+    script = (f"set -euo pipefail\n{func.group(0)}\n"
+              f"exec 9>{tmp_path}/own.lock\n"
+              "( close_inherited_fds; exec sleep 30 ) >/dev/null 2>&1 </dev/null &\n"
+              "pid=$!\nsleep 0.3\nls /proc/$pid/fd; kill $pid\n")
+    lock = open(tmp_path / "caller.lock", "w")   # the caller's flock fd, inherited by the script
+    p = subprocess.run(["bash", "-c", script], pass_fds=(lock.fileno(),), capture_output=True, text=True,
+                       timeout=30)
+    lock.close()
+    assert p.returncode == 0, p.stderr
+    assert sorted(int(fd) for fd in p.stdout.split()) == [0, 1, 2]
