@@ -264,7 +264,8 @@ def allowed_url(allowlist: Iterable[Any], endpoint: str, method: str | None = No
         if not _under(url, base):
             continue
         if method is not None:
-            base, methods = max(((b, m) for b, m in bases if _under(url, b)), key=lambda bm: len(urlsplit(bm[0]).path))
+            base, methods = max(((b, m) for b, m in bases if _under(url, b)),
+                                key=lambda bm: len(urlsplit(bm[0]).path))   # the most specific base decides
             if method not in methods:
                 raise ValueError(f"method {method} is not allowed under {base} (allowed: {', '.join(methods)}); "
                                  "nothing was sent")
