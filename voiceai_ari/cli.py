@@ -15,6 +15,7 @@ from .config import ConfigError, Settings, load_settings
 from .operate.logs import setup_logging
 
 if TYPE_CHECKING:
+    from .call.tools import ToolRegistry
     from .providers.base import ModelSession
 
 log = logging.getLogger("voiceai")
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return check.main()
     try:
         settings = load_settings()
+        tools = _tools(settings)
     except ConfigError as exc:
         print(f"voiceai-ari: {exc}", file=sys.stderr)
         return 2
@@ -52,10 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     if settings.control_token is not None:
         secrets.append(settings.control_token.get_secret_value())
     setup_logging(settings.log_level, secrets, settings.log_format)
-    return asyncio.run(serve(settings))
+    return asyncio.run(serve(settings, tools))
 
 
-async def serve(settings: Settings) -> int:
+def _tools(settings: Settings) -> ToolRegistry:
+    """The tool registry, built at start: a module that fails to import or a clashing tool name stops
+    start-up with the same one-line error as a bad setting."""
+    from .call.tools import build_registry
+    try:
+        return build_registry(settings)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("invalid VOICEAI_TOOL_MODULES: " + " ".join(str(exc).split())) from None
+
+
+async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
     from .call.app import VoiceAiApp
     from .providers.openai_realtime.credentials import make_credentials
     from .providers.openai_realtime.protocol import SessionConfig
@@ -79,7 +91,8 @@ async def serve(settings: Settings) -> int:
         log.warning(OFFLINE_BANNER)
     else:
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-    tools = build_registry(settings)
+    if tools is None:
+        tools = build_registry(settings)
     config = SessionConfig(
         model=settings.model, instructions=settings.instructions, voice=settings.voice,
         vad_threshold=settings.vad_threshold, vad_prefix_padding_ms=settings.vad_prefix_padding_ms,

@@ -11,7 +11,8 @@ import ipaddress
 import re
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VOICEAI_"
@@ -19,6 +20,33 @@ ENV_PREFIX = "VOICEAI_"
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the environment variable."""
+
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+class HttpToolBase(BaseModel):
+    """One `api_call` allowlist entry: a base URL and the HTTP methods the model may use under it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    methods: tuple[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], ...] = ("GET", "POST")
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or v.count("/") < 3:
+            raise ValueError(f"{v!r} must be a base URL like https://host/path/")
+        return v
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        if isinstance(v, (list, tuple)):
+            if not v:
+                raise ValueError("methods: give at least one of " + ", ".join(HTTP_METHODS))
+            return tuple(dict.fromkeys(m.upper() if isinstance(m, str) else m for m in v))
+        return v
 
 
 class Settings(BaseSettings):
@@ -69,8 +97,10 @@ class Settings(BaseSettings):
     transfer_targets: dict[str, str] = Field(
         default_factory=dict,
         description='transfer_call allowlist, JSON: {"sales": "from-caller,200,1", "bob": "PJSIP/bob"}')
-    http_tool_allowlist: list[str] = Field(
-        default_factory=list, description='api_call tool: allowed base URLs, JSON list ["https://api.example.com/v1/"]')
+    http_tool_allowlist: list[HttpToolBase] = Field(
+        default_factory=list, description='api_call tool: allowed base URLs, JSON list; an entry is a URL (GET and '
+        'POST allowed) or {"url": ..., "methods": [...]}: ["https://api.example.com/v1/", '
+        '{"url": "https://crm.example.com/", "methods": ["GET", "PUT"]}]')
     http_tool_timeout_s: float = Field(5.0, gt=0, le=60, description="api_call tool: timeout per request")
     http_tool_max_bytes: int = Field(65536, ge=256, le=2**22, description="api_call tool: response size cap")
     tool_modules: list[str] = Field(
@@ -144,11 +174,11 @@ class Settings(BaseSettings):
     @field_validator("transfer_targets")
     @classmethod
     def _check_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        from .call.tools import TransferDestination  # the tool's own parser: one rule, checked at start
         for name, dest in v.items():
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"target name {name!r} must be letters, digits, - or _")
-            if "/" not in dest and len(dest.split(",")) != 3:
-                raise ValueError(f"target {name!r}: use context,extension,priority or TECH/resource")
+            TransferDestination.parse(name, dest)
         return v
 
     @field_validator("originate_targets")
@@ -168,13 +198,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{host!r} must be a bare host name or address (no scheme, port or path)")
         return [h.lower().strip("[]") for h in v]
 
-    @field_validator("http_tool_allowlist")
+    @field_validator("fallback_target")
     @classmethod
-    def _check_allowlist(cls, v: list[str]) -> list[str]:
-        for url in v:
-            if not url.startswith(("http://", "https://")) or url.count("/") < 3:
-                raise ValueError(f"{url!r} must be a base URL like https://host/path/")
+    def _check_fallback_target(cls, v: str) -> str:
+        from .call.tools import TransferDestination  # what _fallback parses when the model is unreachable
+        if v.strip():
+            TransferDestination.parse("fallback", v)
         return v
+
+    @field_validator("http_tool_allowlist", mode="before")
+    @classmethod
+    def _allowlist_strings(cls, v: object) -> object:
+        """A plain URL entry (the original format) allows the default methods."""
+        return [{"url": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
 
     @field_validator("rtp_bind")
     @classmethod

@@ -407,7 +407,7 @@ class Call:
         self.metrics.call_ended({**stats, "model_reconnects": getattr(self.model, "reconnects", 0)})
         self.transcript.write("call_end", reason=self.end_reason, media=stats, usage=self.usage,
                               cost_usd=round(self.cost_usd, 6))
-        self.transcript.close()
+        await self._quietly("close transcript", self.transcript.aclose())   # call_end on disk before we return
         self.log.info("x call ended after %.1f s: %s; media %s", time.time() - self.started,
                       self.end_reason, stats)
 

@@ -18,7 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
-from .credentials import ApiKey, Credentials
+from .credentials import ApiKey, Credentials, use_env_proxy
 from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected
 from .protocol import RealtimeProtocol, SessionConfig
 
@@ -79,7 +79,8 @@ class RealtimeSession:
         token = await asyncio.wait_for(self._credentials.bearer(), self._connect_timeout)
         ws = await asyncio.wait_for(connect(
             self.url, additional_headers={"Authorization": f"Bearer {token}"},
-            compression=None, max_size=16 * 2**20, proxy=None, ping_interval=20, ping_timeout=20,
+            compression=None, max_size=16 * 2**20, ping_interval=20, ping_timeout=20,
+            proxy=True if use_env_proxy(self.url) else None,   # HTTPS_PROXY, NO_PROXY; never for loopback
             open_timeout=self._connect_timeout), self._connect_timeout)
         try:
             # the server speaks first: session.created, or an error (the live API authenticates after the
