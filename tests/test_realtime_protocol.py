@@ -225,3 +225,23 @@ def test_audio_delta_fast_path_agrees_with_the_full_parse():
                 '{"type":"response.output_audio.delta","item_id":"item_1","delta":'):
         assert p.receive(bad) == []
     assert p.bad_events == 4
+
+
+# --- 2.x session fields, failed responses, idle timeout ---------------------------------------------------
+def test_2x_session_fields_are_sent_only_when_set():
+    plain = json.loads(proto().session_update())["session"]
+    assert not {"reasoning", "truncation"} & set(plain)
+    assert "noise_reduction" not in plain["audio"]["input"]
+    assert "idle_timeout_ms" not in plain["audio"]["input"]["turn_detection"]
+    s = json.loads(proto(reasoning_effort="low", truncation=0.75, noise_reduction="far_field",
+                         idle_timeout_ms=6000).session_update())["session"]
+    assert s["reasoning"] == {"effort": "low"}
+    assert s["truncation"] == {"type": "retention_ratio", "retention_ratio": 0.75}
+    assert s["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
+    assert s["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 6000
+    assert json.loads(proto(truncation="disabled").session_update())["session"]["truncation"] == "disabled"
+
+
+def test_session_config_defaults_to_the_model_that_is_not_being_retired():
+    from voiceai_ari.config import Settings
+    assert SessionConfig().model == "gpt-realtime-2.1" == Settings.model_fields["model"].default

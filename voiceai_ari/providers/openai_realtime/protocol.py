@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pybase64
@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..base import (AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, SpeechStarted,
                     SpeechStopped, ToolCall, Transcript)
+from .session_config import SessionConfig
+
+__all__ = ["RealtimeProtocol", "SessionConfig"]
 
 log = logging.getLogger("voiceai.realtime")
 
@@ -66,47 +69,6 @@ def _audio_delta_fields(text: str) -> tuple[str, str] | None:
     if item_id is None or b64 is None:
         return None
     return item_id, b64
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """What goes into `session.update`; built from Settings by the app."""
-    model: str = "gpt-realtime"
-    instructions: str = ""
-    voice: str = "marin"
-    vad_threshold: float = 0.5
-    vad_prefix_padding_ms: int = 300
-    vad_silence_ms: int = 500
-    vad_type: str = "server_vad"          # or "semantic_vad"
-    vad_eagerness: str = "auto"           # semantic_vad only
-    interrupt_response: bool = True       # the server cancels its response when the caller speaks
-    transcription_model: str = ""
-    tools: list[dict[str, Any]] = field(default_factory=list)
-
-    def turn_detection(self) -> dict[str, Any]:
-        if self.vad_type == "semantic_vad":
-            return {"type": "semantic_vad", "eagerness": self.vad_eagerness, "create_response": True,
-                    "interrupt_response": self.interrupt_response}
-        return {"type": "server_vad", "threshold": self.vad_threshold,
-                "prefix_padding_ms": self.vad_prefix_padding_ms, "silence_duration_ms": self.vad_silence_ms,
-                "create_response": True, "interrupt_response": self.interrupt_response}
-
-    def session(self) -> dict[str, Any]:
-        audio_in: dict[str, Any] = {
-            "format": {"type": "audio/pcm", "rate": 24000},
-            "turn_detection": self.turn_detection(),
-        }
-        if self.transcription_model:
-            audio_in["transcription"] = {"model": self.transcription_model}
-        return {
-            "type": "realtime",
-            "output_modalities": ["audio"],
-            "instructions": self.instructions,
-            "audio": {"input": audio_in,
-                      "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice}},
-            "tools": self.tools,
-            "tool_choice": "auto",
-        }
 
 
 class _ServerEvent(BaseModel):
