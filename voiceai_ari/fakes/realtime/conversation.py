@@ -18,6 +18,10 @@ A scripted response (``FakeRealtimeServer(script=...)``) may add a function call
 ``conversation.item.done`` -> ``response.output_item.done`` -> ``response.done`` listing both items. A
 ``function_call_output`` item is refused (``invalid_tool_call_id``) unless its ``call_id`` belongs to a
 function_call item in the conversation.
+
+``FakeRealtimeServer(fail_responses=[code, ...])`` makes a session's first responses fail as the live API's do:
+``response.created``, then ``response.done`` with status ``failed`` and ``status_details`` ``{"type": "failed",
+"error": {"type", "code"}}``, nothing in between.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
 and the energy VAD (``fake_vad``) that turns appended audio into ``speech_started``/``speech_stopped``/
 ``committed`` + a user item, starts a response (``create_response``) and cancels the active one on speech
 (``interrupt_response``). ``semantic_vad`` is accepted and run as the same energy VAD with its
-``eagerness`` mapped to a silence duration.
+``eagerness`` mapped to a silence duration. ``idle_timeout_ms`` (server_vad): that much input audio without
+speech after the last response was heard (its ``response.done`` plus its audio's length, in the input-audio
+clock) gives ``timeout_triggered``, the silence committed as an item, and a response, as the reference says.
 """
 
 from __future__ import annotations
