@@ -325,3 +325,11 @@ def test_caller_speaking_up_withdraws_a_replacement_not_yet_sent():
     assert p.take_pending() == []
     p.receive(ev(type="response.done", response={"id": "resp_turn", "status": "completed"}))
     assert p.take_pending() == []
+
+
+def test_a_retiring_model_is_named_with_its_successor():
+    from voiceai_ari.providers.openai_realtime.session_config import retirement_notice
+    assert retirement_notice("gpt-realtime") == ("VOICEAI_MODEL=gpt-realtime is deprecated 2026-07-20, shuts down "
+                                                 "2027-01-20: set VOICEAI_MODEL=gpt-realtime-2.1")
+    assert "gpt-realtime-2.1-mini" in retirement_notice("gpt-realtime-mini")
+    assert retirement_notice("gpt-realtime-2.1") is None and retirement_notice("gpt-realtime-2.1-mini") is None

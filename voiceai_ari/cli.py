@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 async def serve(settings: Settings) -> int:
     from .call.app import VoiceAiApp
     from .providers.openai_realtime.credentials import make_credentials
-    from .providers.openai_realtime.session_config import SessionConfig
+    from .providers.openai_realtime.session_config import SessionConfig, retirement_notice
     from .providers.openai_realtime.session import RealtimeSession
     from .call.tools import build_registry
 
@@ -72,6 +72,9 @@ async def serve(settings: Settings) -> int:
     else:
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
     tools = build_registry(settings)
+    notice = retirement_notice(settings.model)
+    if notice and not settings.offline_demo:
+        log.warning("! %s", notice)
     config = SessionConfig.from_settings(settings, tools.declarations(), transcription=not settings.offline_demo)
     credentials = make_credentials(settings, url, config.session(), api_key)
     app = VoiceAiApp(settings, lambda: RealtimeSession(url, credentials, config), tools)

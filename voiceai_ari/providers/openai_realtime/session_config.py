@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     from ...config import Settings
 
 DEFAULT_MODEL = "gpt-realtime-2.1"   # gpt-realtime was deprecated 2026-07-20 and shuts down 2027-01-20
+RETIRING = {  # model -> (what OpenAI announced, its successor)
+    "gpt-realtime": ("deprecated 2026-07-20, shuts down 2027-01-20", "gpt-realtime-2.1"),
+    "gpt-realtime-mini": ("deprecated with gpt-realtime", "gpt-realtime-2.1-mini"),
+}
+
+
+def retirement_notice(model: str) -> str | None:
+    """A warning for a model OpenAI is retiring (logged at start), or None."""
+    if model not in RETIRING:
+        return None
+    when, successor = RETIRING[model]
+    return f"VOICEAI_MODEL={model} is {when}: set VOICEAI_MODEL={successor}"
 
 
 @dataclass(frozen=True)
