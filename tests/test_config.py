@@ -20,7 +20,10 @@ def clean_env(monkeypatch, tmp_path):
 def test_defaults():
     s = load_settings()
     assert s.realtime_url == "wss://api.openai.com/v1/realtime"
-    assert s.model == "gpt-realtime"
+    assert s.model == "gpt-realtime-2.1"   # gpt-realtime shuts down 2027-01-20
+    assert (s.price_text_in, s.price_text_out, s.price_audio_in, s.price_audio_out) == (4, 24, 32, 64)
+    assert s.price_cached_audio_in == s.price_cached_text_in == 0.40
+    assert (s.reasoning_effort, s.truncation_value, s.noise_reduction, s.idle_timeout_ms) == ("", None, "", 0)
     assert s.ari_url == "http://127.0.0.1:8088"
     assert s.ari_app == "voiceai"
     assert s.port_range == range(40000, 40200)
@@ -43,6 +46,9 @@ def test_env_and_dotenv(monkeypatch, tmp_path):
     ("VOICEAI_VAD_THRESHOLD", "1.5"), ("VOICEAI_VAD_SILENCE_MS", "abc"), ("VOICEAI_REALTIME_URL", "http://x"),
     ("VOICEAI_ARI_URL", "ftp://x"), ("VOICEAI_MAX_CALLS", "0"), ("VOICEAI_RTP_BIND", "not-an-ip"),
     ("VOICEAI_RETURN_CODEC", "opus"), ("VOICEAI_ARI_APP", "bad app name"),
+    ("VOICEAI_REASONING_EFFORT", "extreme"), ("VOICEAI_TRUNCATION", "1.5"), ("VOICEAI_TRUNCATION", "sometimes"),
+    ("VOICEAI_TRUNCATION", "0"), ("VOICEAI_NOISE_REDUCTION", "studio"), ("VOICEAI_IDLE_TIMEOUT_MS", "-1"),
+    ("VOICEAI_IDLE_PROMPTS", "-1"),
 ])
 def test_bad_value_names_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
@@ -121,3 +127,27 @@ def test_cli_exits_2_on_a_bad_tool_module(tmp_path, module, source, expected):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("voiceai-ari: invalid VOICEAI_TOOL_MODULES: "), lines
     assert expected in lines[0]
+
+
+def test_2x_settings_reach_the_session_update(monkeypatch):
+    from voiceai_ari.providers.openai_realtime.session_config import SessionConfig
+    for var, value in {"VOICEAI_REASONING_EFFORT": "xhigh", "VOICEAI_TRUNCATION": "0.5",
+                       "VOICEAI_NOISE_REDUCTION": "near_field", "VOICEAI_IDLE_TIMEOUT_MS": "8000"}.items():
+        monkeypatch.setenv(var, value)
+    session = SessionConfig.from_settings(load_settings(), []).session()
+    assert session["reasoning"] == {"effort": "xhigh"}
+    assert session["truncation"] == {"type": "retention_ratio", "retention_ratio": 0.5}
+    assert session["audio"]["input"]["noise_reduction"] == {"type": "near_field"}
+    assert session["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 8000
+    monkeypatch.setenv("VOICEAI_TRUNCATION", "auto")
+    assert SessionConfig.from_settings(load_settings(), []).session()["truncation"] == "auto"
+
+
+def test_idle_timeout_with_semantic_vad_is_refused_at_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEAI_")}
+    env.update(VOICEAI_IDLE_TIMEOUT_MS="5000", VOICEAI_VAD_TYPE="semantic_vad")
+    p = subprocess.run([sys.executable, "-m", "voiceai_ari", "run"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    [line] = p.stderr.strip().splitlines()
+    assert "VOICEAI_IDLE_TIMEOUT_MS" in line and "server_vad" in line

@@ -322,5 +322,5 @@ def test_readyz_and_metrics_show_the_offline_demo():
         assert r.status_code == 200 and r.json()["model"] == "offline-demo"
         assert "\nvoiceai_offline_demo 1.0\n" in requests.get(f"{url}/metrics", timeout=5).text
     with control_api(OPENAI_API_KEY="sk-test-key-0123") as (url, app, ari, _):
-        assert requests.get(f"{url}/readyz", timeout=5).json()["model"] == "gpt-realtime"
+        assert requests.get(f"{url}/readyz", timeout=5).json()["model"] == "gpt-realtime-2.1"
         assert "\nvoiceai_offline_demo 0.0\n" in requests.get(f"{url}/metrics", timeout=5).text

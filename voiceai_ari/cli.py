@@ -70,7 +70,7 @@ def _tools(settings: Settings) -> ToolRegistry:
 async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
     from .call.app import VoiceAiApp
     from .providers.openai_realtime.credentials import make_credentials
-    from .providers.openai_realtime.protocol import SessionConfig
+    from .providers.openai_realtime.session_config import SessionConfig, retirement_notice
     from .providers.openai_realtime.session import RealtimeSession
     from .call.tools import build_registry
 
@@ -93,12 +93,10 @@ async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
     if tools is None:
         tools = build_registry(settings)
-    config = SessionConfig(
-        model=settings.model, instructions=settings.instructions, voice=settings.voice,
-        vad_threshold=settings.vad_threshold, vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
-        vad_silence_ms=settings.vad_silence_ms, vad_type=settings.vad_type,
-        vad_eagerness=settings.vad_eagerness, tools=tools.declarations(),
-        transcription_model="" if settings.offline_demo else settings.transcription_model)
+    notice = retirement_notice(settings.model)
+    if notice and not settings.offline_demo:
+        log.warning("! %s", notice)
+    config = SessionConfig.from_settings(settings, tools.declarations(), transcription=not settings.offline_demo)
     credentials = make_credentials(settings, url, config.session(), api_key)
     app = VoiceAiApp(settings, model_factory(settings, lambda: RealtimeSession(url, credentials, config)), tools)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("stats %s", json.dumps(app.stats())))

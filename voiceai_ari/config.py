@@ -62,13 +62,31 @@ class Settings(BaseSettings):
     demo: bool = Field(True, description="without OPENAI_API_KEY: on = calls get the offline echo demo model "
                        "(a warning per call); off = refuse to start")
     realtime_url: str = Field("wss://api.openai.com/v1/realtime", description="Realtime WebSocket URL")
-    model: str = Field("gpt-realtime", description="Realtime model name")
+    model: str = Field("gpt-realtime-2.1", description="Realtime model name (gpt-realtime shuts down 2027-01-20)")
     voice: str = Field("marin", description="Voice of the bot")
     instructions: str = Field(
         "You are a helpful, concise voice assistant on a phone line. Keep answers short.",
         description="System instructions for the model")
     transcription_model: str = Field(
         "gpt-4o-mini-transcribe", description="Input transcription model; empty turns it off")
+
+    # --- what the 2.x models added; each is sent in session.update only when set -------------------------------
+    reasoning_effort: Literal["", "minimal", "low", "medium", "high", "xhigh"] = Field(
+        "", description="reasoning models only: reasoning.effort; empty = the model's default")
+    truncation: str = Field(
+        "", description="context truncation: auto, disabled, or a retention ratio 0<r<1; empty = the server's default")
+    noise_reduction: Literal["", "near_field", "far_field"] = Field(
+        "", description="input noise reduction: near_field (handset, headset), far_field (speakerphone); empty = off")
+
+    # --- caller inactivity ------------------------------------------------------------------------------------
+    idle_timeout_ms: int = Field(0, ge=0, le=3_600_000,
+                                 description="server_vad only: silence after the bot's last words that counts as "
+                                 "an idle caller (ms); 0 = off")
+    idle_prompts: int = Field(2, ge=0, le=10, description="times the idle caller is prompted before the goodbye")
+    idle_prompt: str = Field("The caller has been silent for a while. Ask briefly whether they are still there.",
+                             description="instructions for the bot's idle prompt")
+    idle_goodbye: str = Field("The caller has not answered. Say a short, friendly goodbye.",
+                              description="instructions for the bot's last words before it hangs up on an idle caller")
 
     # --- turn detection (server VAD) ----------------------------------------------------------------------
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="server_vad threshold (0..1)")
@@ -136,7 +154,9 @@ class Settings(BaseSettings):
     price_audio_in: float = Field(32.0, ge=0, description="USD per 1M audio input tokens (cost estimate)")
     price_audio_out: float = Field(64.0, ge=0, description="USD per 1M audio output tokens")
     price_text_in: float = Field(4.0, ge=0, description="USD per 1M text input tokens")
-    price_text_out: float = Field(16.0, ge=0, description="USD per 1M text output tokens")
+    price_text_out: float = Field(24.0, ge=0, description="USD per 1M text output tokens")
+    price_cached_audio_in: float = Field(0.40, ge=0, description="USD per 1M cached audio input tokens")
+    price_cached_text_in: float = Field(0.40, ge=0, description="USD per 1M cached text input tokens")
 
     # --- control API --------------------------------------------------------------------------------------
     control_host: str = Field("127.0.0.1", description="control API bind address (loopback unless a token is set)")
@@ -212,6 +232,27 @@ class Settings(BaseSettings):
         """A plain URL entry (the original format) allows the default methods."""
         return [{"url": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
 
+    @field_validator("truncation")
+    @classmethod
+    def _check_truncation(cls, v: str) -> str:
+        v = v.strip()
+        if v in ("", "auto", "disabled"):
+            return v
+        try:
+            ratio = float(v)
+        except ValueError:
+            raise ValueError("must be auto, disabled or a retention ratio between 0 and 1") from None
+        if not 0.0 < ratio < 1.0:
+            raise ValueError("a retention ratio must be between 0 and 1 (exclusive)")
+        return v
+
+    @property
+    def truncation_value(self) -> str | float | None:
+        """`truncation` as session.update wants it: "auto"/"disabled", a ratio, or None (not sent)."""
+        if not self.truncation:
+            return None
+        return self.truncation if self.truncation in ("auto", "disabled") else float(self.truncation)
+
     @field_validator("rtp_bind")
     @classmethod
     def _check_bind(cls, v: str) -> str:
@@ -254,6 +295,9 @@ class Settings(BaseSettings):
             raise ValueError("openai_api_key: required to mint client secrets with VOICEAI_CREDENTIALS=ephemeral")
         if not self.demo and self.offline_demo:
             raise ValueError("openai_api_key: required with VOICEAI_DEMO=off (or VOICEAI_DEMO=on: offline echo demo)")
+        if self.idle_timeout_ms and self.vad_type != "server_vad":
+            raise ValueError("idle_timeout_ms: works with VOICEAI_VAD_TYPE=server_vad only (the Realtime API "
+                             "has no idle timeout for semantic_vad)")
         if self.fallback == "transfer" and not self.fallback_target:
             raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
         return self

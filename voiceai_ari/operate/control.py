@@ -220,10 +220,12 @@ class ControlApi:
         return web.json_response({"status": "alive"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        ready = self.app.ready.is_set() and self.app.accepting
+        from ..call.conversation import MAX_FAILED_IN_ROW
+        model_ok = self.app.metrics.model_failed_in_row < MAX_FAILED_IN_ROW   # the last responses did not all fail
+        ready = self.app.ready.is_set() and self.app.accepting and model_ok
         s = self.app.settings
         return web.json_response({"ready": ready, "ari_connected": self.app.ready.is_set(),
-                                  "accepting_calls": self.app.accepting,
+                                  "accepting_calls": self.app.accepting, "model_ok": model_ok,
                                   "model": "offline-demo" if s.offline_demo else s.model},
                                  status=200 if ready else 503)
 

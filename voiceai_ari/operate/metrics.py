@@ -43,6 +43,7 @@ class Metrics:
         self.tools: Counter[tuple[str, str]] = Counter()
         self.tokens: Counter[str] = Counter()
         self.cost_usd = 0.0
+        self.model_failed_in_row = 0   # model responses that failed in a row, any call (/readyz: model_ok)
         self._app: VoiceAiApp | None = None
         self._tool_names: frozenset[str] = frozenset()
 

@@ -26,6 +26,7 @@ log = logging.getLogger("voiceai.realtime")
 
 CANCEL_GRACE = 0.3                # s after a barge-in before we cancel a response the server did not cancel
 RECONNECT_DELAYS = (0.2, 1.0)     # s before each reconnect attempt; "fails twice" = give up
+OWN_RESPONSE_WAIT = 1.5           # s to wait for the server's own response that `respond_instead` replaces
 
 
 WRITE_NOW_LIMIT = 64 * 1024      # bytes already buffered in the transport beyond which messages queue
@@ -130,6 +131,17 @@ class RealtimeSession:
     def request_response(self, instructions: str | None = None) -> None:
         for msg in self.proto.request_response(instructions):
             self._put(msg)
+
+    def respond_instead(self, instructions: str) -> None:
+        for msg in self.proto.respond_instead(instructions):
+            self._put(msg)
+        # the server answers an idle timeout by itself (A.7); should it not, ours must not wait forever
+        asyncio.get_running_loop().call_later(OWN_RESPONSE_WAIT, self._no_response_to_replace)
+
+    def _no_response_to_replace(self) -> None:
+        if not self._closing:
+            for msg in self.proto.no_response_to_replace():
+                self._put(msg)
 
     def say(self, text: str) -> None:
         for msg in self.proto.say(text):
