@@ -43,6 +43,7 @@ def test_env_and_dotenv(monkeypatch, tmp_path):
     ("VOICEAI_VAD_THRESHOLD", "1.5"), ("VOICEAI_VAD_SILENCE_MS", "abc"), ("VOICEAI_REALTIME_URL", "http://x"),
     ("VOICEAI_ARI_URL", "ftp://x"), ("VOICEAI_MAX_CALLS", "0"), ("VOICEAI_RTP_BIND", "not-an-ip"),
     ("VOICEAI_RETURN_CODEC", "opus"), ("VOICEAI_ARI_APP", "bad app name"),
+    ("VOICEAI_RTP_BIND", "::1"), ("VOICEAI_RTP_BIND", "::"), ("VOICEAI_RTP_HOST", "fd00::20"),
 ])
 def test_bad_value_names_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
