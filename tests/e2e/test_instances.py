@@ -71,6 +71,8 @@ async def test_restarting_one_instance_leaves_the_other_instances_call_up(make_b
     await wait_log(bot_a, r"= call up in")
     await wait_log(bot_b, r"= call up in")
     res_a_before, res_b = await call_resources("voiceai"), await call_resources(SECOND_APP)
+    _, app_a = await ari("GET", "/applications/voiceai")   # for the record: does ARI list our bridge in the app?
+    bridge_in_app = res_a_before["bridge"] in app_a.get("bridge_ids", [])
     await asyncio.sleep(1.5)   # both calls run, audio both ways
 
     loop = asyncio.get_running_loop()
@@ -118,5 +120,5 @@ async def test_restarting_one_instance_leaves_the_other_instances_call_up(make_b
           f"A's caller: reply {cov.tone_seconds:.2f} s heard, longest audio hole {cov.longest_gap_ms:.0f} ms, "
           f"longest RTP gap around the restart {gap_ms:.1f} ms; A's model got {seg.tone_seconds:.2f} s of the "
           f"caller's tone (longest hole {seg.longest_gap_ms:.0f} ms); A's resources still in ARI: {res_a_after}; "
-          f"B's leftovers cleaned: {res_b_after}")
+          f"B's leftovers cleaned: {res_b_after}; A's bridge listed in GET /applications/voiceai: {bridge_in_app}")
     assert (await leftovers(bot_a)) == ([], [], [])

@@ -127,6 +127,8 @@ class Call:
                                                       fmt=self.media.external_format, channel_id=self.em_id,
                                                       data=self.id))
         host, port = await self._unicast_address(em)
+        # before the bridge: Asterisk sends nothing until bridged, and the inbound gate accepts nothing
+        # before it knows this address (a spoofer cannot fix its payload type)
         self.media.set_remote(host, port)
         await self._step(self._em_ready.wait())
         self.bridge_id = new_id(BRIDGE_ID_PREFIX, self.settings.ari_app)
