@@ -49,6 +49,7 @@ def test_env_and_dotenv(monkeypatch, tmp_path):
     ("VOICEAI_REASONING_EFFORT", "extreme"), ("VOICEAI_TRUNCATION", "1.5"), ("VOICEAI_TRUNCATION", "sometimes"),
     ("VOICEAI_TRUNCATION", "0"), ("VOICEAI_NOISE_REDUCTION", "studio"), ("VOICEAI_IDLE_TIMEOUT_MS", "-1"),
     ("VOICEAI_IDLE_PROMPTS", "-1"),
+    ("VOICEAI_RTP_BIND", "::1"), ("VOICEAI_RTP_BIND", "::"), ("VOICEAI_RTP_HOST", "fd00::20"),
 ])
 def test_bad_value_names_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)

@@ -269,6 +269,30 @@ async def test_packets_from_a_foreign_source_are_dropped_and_counted(rig):
     assert all(c == bytes(FRAME_24K) for c in got)   # only the uplink silence fill reached the model
 
 
+async def test_a_spoof_before_asterisks_address_is_known_does_not_silence_the_caller(rig):
+    """Well-formed slin24 with another dynamic PT (96) reaches the port between bind and set_remote (the port
+    range is predictable): dropped as source_unknown, and Asterisk's own stream (PT 123) is heard after."""
+    make, _ = rig
+    media, ast, _ = await make()
+    got: list[bytes] = []
+    media.on_audio = got.append
+    intruder = await Endpoint.open()
+    try:
+        for p in slin24_packets(5000, 5, RtpSender(96, 480)):
+            intruder.send(p, media.port)
+        await until(lambda: media.filter.received == 5)
+    finally:
+        intruder.close()
+    media.set_remote(*ast.addr)
+    for p in slin24_packets(700, 20, RtpSender(SLIN24_PT, 480)):
+        ast.send(p, media.port)
+    await until(lambda: media.filter.received == 25)
+    heard = b"".join(c for c in got if c != bytes(FRAME_24K))
+    assert len(heard) == 20 * 960 and abs(dominant_frequency(heard, 24000) - 700) < 5
+    assert media.filter.accepted == 20 and media.filter.payload_type == SLIN24_PT
+    assert media.filter.drops.get("source_unknown") == 5 and media.filter.drops["payload_type"] == 0
+
+
 async def test_fuzz_from_the_expected_source_is_dropped_by_reason(rig):
     """Hostile datagrams from Asterisk's own address: counted under their reason, no exception, and the
     caller's audio (valid packets interleaved with them) still gets through."""

@@ -251,17 +251,23 @@ def assert_counters_add_up(f: InboundFilter) -> None:
     assert f.received == f.accepted + sum(f.drops.values())
 
 
+def gate(**kw) -> InboundFilter:
+    """A filter that knows Asterisk's address (as after ``RtpMedia.set_remote``)."""
+    f = InboundFilter(**kw)
+    f.expected_source = ASTERISK
+    return f
+
+
 class TestInboundFilter:
     def test_accepts_in_order_stream(self) -> None:
-        f = InboundFilter()
-        f.expected_source = ASTERISK
+        f = gate()
         out = [f.accept(slin(s), ASTERISK) for s in range(10, 20)]
         assert out == [bytes([s]) * 640 for s in range(10, 20)]
         assert (f.received, f.accepted, f.lost, f.ssrc_changes) == (10, 10, 0, 0)
         assert not any(f.drops.values())
 
     def test_foreign_source(self) -> None:
-        f = InboundFilter()
+        f = gate()
         f.expected_source = ("127.0.0.1", "10928")  # ARI channel variables are strings
         assert f.expected_source == ASTERISK
         assert f.accept(slin(1), ("127.0.0.1", 10929)) is None
@@ -270,16 +276,34 @@ class TestInboundFilter:
         assert f.drops["foreign_source"] == 2
         assert_counters_add_up(f)
 
-    def test_any_source_until_expected_source_is_set(self) -> None:
+    def test_nothing_is_accepted_before_the_source_is_known(self) -> None:
         f = InboundFilter()
-        assert f.accept(slin(1), ("192.0.2.7", 4000)) is not None
+        assert f.accept(slin(1), ("192.0.2.7", 4000)) is None
+        assert f.accept(slin(2), ASTERISK) is None      # not even from Asterisk's address: not announced yet
+        assert f.drops["source_unknown"] == 2
+        f.expected_source = ASTERISK
+        assert f.accept(slin(3), ASTERISK) == b"\x03" * 640
+        assert_counters_add_up(f)
+
+    def test_a_spoofed_packet_before_the_source_is_known_does_not_fix_the_payload_type(self) -> None:
+        """One well-formed datagram with another dynamic PT reaches the port before Asterisk's address is
+        known (the port range is predictable): Asterisk's own packets must still be heard."""
+        f = InboundFilter(payload_type=None, payload_bytes=640)
+        assert f.accept(slin(7, ssrc=0xBAD, pt=96), ("127.0.0.1", 40000)) is None
+        f.expected_source = ASTERISK
+        heard = [f.accept(slin(s, pt=123), ASTERISK) for s in range(1, 6)]
+        assert heard == [bytes([s]) * 640 for s in range(1, 6)]
+        assert f.payload_type == 123
+        assert (f.drops["source_unknown"], f.drops["payload_type"], f.accepted) == (1, 0, 5)
+        assert_counters_add_up(f)
 
     def test_wrong_payload_type_malformed_and_bad_length(self) -> None:
-        f = InboundFilter()
+        f = gate()
         assert f.accept(slin(1, pt=0, size=160), ASTERISK) is None
         assert f.accept(b"\x80\x76", ASTERISK) is None
         assert f.accept(slin(1, size=320), ASTERISK) is None
         assert f.drops == {
+            "source_unknown": 0,
             "malformed": 1,
             "foreign_source": 0,
             "payload_type": 1,
@@ -288,11 +312,10 @@ class TestInboundFilter:
             "late": 0,
         }
         assert f.accept(slin(1, size=320), ASTERISK) is None
-        assert InboundFilter(payload_bytes=None).accept(slin(1, size=320), ASTERISK) == b"\x01" * 320
+        assert gate(payload_bytes=None).accept(slin(1, size=320), ASTERISK) == b"\x01" * 320
 
     def test_learns_the_dynamic_payload_type_from_the_first_good_packet(self) -> None:
-        f = InboundFilter(payload_type=None, payload_bytes=640)
-        f.expected_source = ASTERISK
+        f = gate(payload_type=None, payload_bytes=640)
         assert f.accept(slin(1, pt=0, size=640), ASTERISK) is None       # static PT: never learned
         assert f.accept(slin(2, pt=123, size=320), ASTERISK) is None     # wrong size: not learned either
         assert f.payload_type is None
@@ -304,7 +327,7 @@ class TestInboundFilter:
         assert_counters_add_up(f)
 
     def test_duplicate_and_late(self) -> None:
-        f = InboundFilter()
+        f = gate()
         for s in (1, 2, 2, 4, 3, 5, 1):
             f.accept(slin(s), ASTERISK)
         assert f.accepted == 4  # 1, 2, 4, 5
@@ -314,7 +337,7 @@ class TestInboundFilter:
         assert_counters_add_up(f)
 
     def test_sequence_wrap(self) -> None:
-        f = InboundFilter()
+        f = gate()
         seqs = [65533, 65534, 65535, 0, 1, 3]
         accepted = [f.accept(slin(s), ASTERISK) is not None for s in seqs]
         assert accepted == [True] * 6
@@ -323,7 +346,7 @@ class TestInboundFilter:
         assert f.drops["late"] == 1
 
     def test_ssrc_change_resyncs(self) -> None:
-        f = InboundFilter()
+        f = gate()
         f.accept(slin(5000, ssrc=1), ASTERISK)
         f.accept(slin(5001, ssrc=1), ASTERISK)
         assert f.accept(slin(17, ssrc=2), ASTERISK) is not None  # would be "late" under the old SSRC
@@ -332,7 +355,7 @@ class TestInboundFilter:
         assert_counters_add_up(f)
 
     def test_sequence_restart_with_same_ssrc_resyncs_after_two_packets(self) -> None:
-        f = InboundFilter()
+        f = gate()
         f.accept(slin(20000), ASTERISK)
         assert f.accept(slin(100), ASTERISK) is None  # far behind: late, but remembered
         assert f.accept(slin(101), ASTERISK) == b"\x65" * 640  # its successor confirms the restart
@@ -340,7 +363,7 @@ class TestInboundFilter:
         assert (f.seq_resyncs, f.lost, f.drops["late"]) == (1, 0, 1)
 
     def test_small_reorder_does_not_resync(self) -> None:
-        f = InboundFilter()
+        f = gate()
         for s in (10, 11, 12):
             f.accept(slin(s), ASTERISK)
         assert f.accept(slin(8), ASTERISK) is None
@@ -348,14 +371,13 @@ class TestInboundFilter:
         assert f.seq_resyncs == 0
 
     def test_huge_forward_jump_is_resync_not_loss(self) -> None:
-        f = InboundFilter()
+        f = gate()
         f.accept(slin(0), ASTERISK)
         assert f.accept(slin(10000), ASTERISK) is not None
         assert (f.lost, f.seq_resyncs) == (0, 1)
 
     def test_never_raises_on_odd_inputs(self) -> None:
-        f = InboundFilter()
-        f.expected_source = ASTERISK
+        f = gate()
         assert f.accept(slin(1), ()) is None  # type: ignore[arg-type]
         assert f.accept(None, ASTERISK) is None  # type: ignore[arg-type]
         assert (f.drops["foreign_source"], f.drops["malformed"]) == (1, 1)
@@ -376,17 +398,21 @@ sources = st.sampled_from([ASTERISK, ASTERISK, ASTERISK, ("127.0.0.1", 5), ("::1
 
 
 @settings(max_examples=200)
-@given(st.lists(st.tuples(datagrams, sources), max_size=60), st.booleans())
+@given(st.lists(st.tuples(datagrams, sources), max_size=60), st.integers(0, 61), st.booleans())
 def test_fuzz_accept_never_raises_and_counters_add_up(
-    traffic: list[tuple[bytes, tuple[str, int]]], pin_source: bool
+    traffic: list[tuple[bytes, tuple[str, int]]], pin_at: int, learn: bool
 ) -> None:
-    f = InboundFilter()
-    if pin_source:
-        f.expected_source = ASTERISK
-    for data, addr in traffic:
+    """Any traffic, with Asterisk's address announced after ``pin_at`` datagrams (or never): nothing is
+    accepted before it, and a learning gate learns only from it."""
+    f = InboundFilter(payload_type=None) if learn else InboundFilter()
+    for k, (data, addr) in enumerate(traffic):
+        if k == pin_at:
+            f.expected_source = ASTERISK
         out = f.accept(data, addr)
         assert out is None or len(out) == 640
+        assert out is None or (k >= pin_at and addr == ASTERISK)
     assert f.received == len(traffic)
+    assert f.drops["source_unknown"] == min(pin_at, len(traffic))
     assert_counters_add_up(f)
     assert all(v >= 0 for v in f.drops.values()) and f.lost >= 0
 
@@ -394,7 +420,7 @@ def test_fuzz_accept_never_raises_and_counters_add_up(
 @given(packets, st.integers(0, 255))
 def test_accept_returns_exactly_the_parsed_payload(pkt: RtpPacket, padding: int) -> None:
     """The gate's fast header path (plain V=2 packets) and the full parser agree on every packet."""
-    f = InboundFilter(payload_type=pkt.payload_type, payload_bytes=None)
+    f = gate(payload_type=pkt.payload_type, payload_bytes=None)
     data = pkt.to_bytes(padding)
     assert f.accept(data, ASTERISK) == parse_rtp(data).payload
     assert (f.ssrc, f.highest_seq) == (pkt.ssrc, pkt.sequence)

@@ -11,8 +11,8 @@ import ipaddress
 import re
 from typing import Literal
 
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VOICEAI_"
@@ -131,8 +131,8 @@ class Settings(BaseSettings):
     ari_app: str = Field("voiceai", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stasis app name")
 
     # --- media ---------------------------------------------------------------------------------------------
-    rtp_host: str = Field("127.0.0.1", description="address Asterisk sends the call's RTP to")
-    rtp_bind: str = Field("127.0.0.1", description="local address the RTP sockets bind to")
+    rtp_host: str = Field("127.0.0.1", description="IPv4 address (or name) Asterisk sends the call's RTP to")
+    rtp_bind: str = Field("127.0.0.1", description="local IPv4 address the RTP sockets bind to")
     rtp_ports: str = Field("40000-40199", description="UDP port range for calls, e.g. 40000-40199")
     return_codec: Literal["g722", "l16-8k"] = Field(
         "g722", description="payload sent back to Asterisk: g722 (PT 9, wideband) or l16-8k (PT 11)")
@@ -253,10 +253,18 @@ class Settings(BaseSettings):
             return None
         return self.truncation if self.truncation in ("auto", "disabled") else float(self.truncation)
 
-    @field_validator("rtp_bind")
+    @field_validator("rtp_bind", "rtp_host")
     @classmethod
-    def _check_bind(cls, v: str) -> str:
-        ipaddress.ip_address(v)  # ValueError names the problem
+    def _check_rtp_address(cls, v: str, info: ValidationInfo) -> str:
+        # RTP is IPv4 only (sockets bind AF_INET; externalMedia's external_host would need [brackets])
+        try:
+            ip = ipaddress.ip_address(v)
+        except ValueError:
+            if info.field_name == "rtp_bind":
+                raise   # the message names the problem; rtp_host may be a name (resolved per call)
+            return v
+        if ip.version != 4:
+            raise ValueError(f"{v} is IPv6; RTP to Asterisk is IPv4 only, use an IPv4 address")
         return v
 
     @field_validator("realtime_url")

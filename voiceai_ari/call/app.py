@@ -4,6 +4,9 @@ Events for one call are delivered in order, synchronously, to that call's `on_ar
 awaits between reading an event and routing it, so a slow call never stalls the others. Our own
 externalMedia channels raise StasisStart too: they are recognised by the id the call registered before
 creating them, or by the `UnicastRTP/` name of a leftover, and never become calls.
+
+Several instances may share one Asterisk under different app names: the resync after a (re)connect touches
+only what belongs to this app (ids.py), and never what a call that starts while it runs has created.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
-from .call import BRIDGE_NAME_PREFIX, EM_ID_PREFIX, Call
+from .call import Call
+from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
 from ..media.transport import PortPool, RtpMedia
 from ..operate.metrics import Metrics
@@ -26,6 +30,8 @@ from .tools import ToolRegistry
 log = logging.getLogger("voiceai.app")
 
 MEDIA_CHANNEL_PREFIXES = ("UnicastRTP/", "WebSocket/")
+RESYNC_SETTLE_S = 1.0   # s the resync waits before hanging up a caller nobody serves: its StasisStart may be
+                        # on its way (Asterisk lists a channel in the app just before it sends the event)
 
 
 class VoiceAiApp:
@@ -48,6 +54,7 @@ class VoiceAiApp:
         self.total_calls = 0
         self.refused_calls = 0
         self.orphans_cleaned = 0
+        self._arrivals: list[set[str]] = []       # per running resync: channels whose StasisStart came meanwhile
         self.metrics.attach(self)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -109,6 +116,9 @@ class VoiceAiApp:
                     log.exception("! event %s could not be handled", ev.type)
 
     def dispatch(self, ev: AriEvent) -> None:
+        if ev.type == "StasisStart" and ev.channel is not None:
+            for arrived in self._arrivals:
+                arrived.add(ev.channel.id)
         if ev.playback is not None:
             owner = self._by_channel.get(ev.playback.id)
             if owner is not None:
@@ -127,36 +137,72 @@ class VoiceAiApp:
 
     async def _resync(self) -> None:
         """After (re)connecting: events were missed. End calls whose caller is gone, adopt callers that
-        entered the app meanwhile, and delete what a previous run or a lost event left behind."""
+        entered the app meanwhile, and delete what this app left behind (a previous run, a lost event).
+
+        Only this app's resources are touched: an externalMedia channel or bridge whose id names this app,
+        or a media channel in this app (GET /applications/{app}). Other instances on the same Asterisk keep
+        theirs. Events keep flowing meanwhile: a call that starts after the listing is not in it, and a
+        caller whose StasisStart arrives while this runs is left to that event."""
+        arrived: set[str] = set()
+        self._arrivals.append(arrived)
+        try:
+            await self._resync_once(arrived)
+        finally:
+            self._arrivals.remove(arrived)
+
+    async def _resync_once(self, arrived: set[str]) -> None:
+        app = self.settings.ari_app
+        before = list(self.calls.values())        # only these can have been missing from the listing
         try:
             chans = await self.ari.channels()
             bridges = await self.ari.bridges()
-            in_app = set((await self.ari.application()).get("channel_ids", []))
+            info = await self.ari.application()
         except Exception as exc:
             log.warning("! resync failed: %s", exc)
             return
-        live = {c.id: c for c in chans}
-        for call in list(self.calls.values()):
-            if call.id not in live:
+        in_app, app_bridges = set(info.get("channel_ids", [])), set(info.get("bridge_ids", []))
+        live = {c.id for c in chans}
+        ended = adopted = 0
+        cleaned0 = self.orphans_cleaned
+        for call in before:
+            if call.id not in live and not call.ended:
+                ended += 1
                 call.end("caller channel gone (found after ARI reconnect)")
+        unserved = []
         for c in chans:
-            if c.id in self._by_channel:
+            if c.id in self._by_channel or c.id in arrived:
                 continue
-            if c.id.startswith(EM_ID_PREFIX) or (c.name.startswith(MEDIA_CHANNEL_PREFIXES) and c.id in in_app):
+            media, owner = c.name.startswith(MEDIA_CHANNEL_PREFIXES), owner_app(c.id, EM_ID_PREFIX)
+            if owner is not None and owner != app:
+                continue                          # another instance's, even if this app is subscribed to it
+            if owner == app or (media and c.id in in_app):
                 await self._clean(self.ari.hangup(c.id), f"externalMedia channel {c.id}")
-            elif c.id in in_app and c.state == "Ring" and self.accepting:
-                log.info("= adopting %s: it entered the app while events were down", c.id)
-                self._start_call(AriEvent(type="StasisStart", channel=c))
-            elif c.id in in_app:
-                await self._clean(self.ari.hangup(c.id), f"caller channel {c.id} left in the app")
+            elif c.id in in_app and not media:
+                if c.state == "Ring" and self.accepting:
+                    adopted += 1
+                    log.info("= adopting %s: it entered the app while events were down", c.id)
+                    self._start_call(AriEvent(type="StasisStart", channel=c))
+                else:
+                    unserved.append(c.id)
         owned_bridges = {call.bridge_id for call in self.calls.values()}
         for b in bridges:
-            if b.name.startswith(BRIDGE_NAME_PREFIX) and b.id not in owned_bridges:
+            owner = owner_app(b.id, BRIDGE_ID_PREFIX)
+            if b.id in owned_bridges or (owner is not None and owner != app):
+                continue
+            if owner == app or (b.id in app_bridges and b.name.startswith(BRIDGE_NAME_PREFIX)):
                 await self._clean(self.ari.delete_bridge(b.id), f"bridge {b.id}")
+        if unserved:
+            await asyncio.sleep(RESYNC_SETTLE_S)
+            for cid in unserved:
+                if cid not in self._by_channel and cid not in arrived:
+                    await self._clean(self.ari.hangup(cid), f"caller channel {cid} left in the app")
+        log.info("= resync done: %d call(s) ended, %d caller(s) adopted, %d orphan(s) cleaned",
+                 ended, adopted, self.orphans_cleaned - cleaned0)
 
     async def _clean(self, aw: Coroutine[Any, Any, Any], what: str) -> None:
         try:
-            await aw
+            if await aw is False:    # already gone (e.g. its call's teardown was quicker)
+                return
             self.orphans_cleaned += 1
             log.warning("! cleaned up orphan %s", what)
         except Exception as exc:

@@ -26,6 +26,7 @@ from ..operate.logs import call_id
 from ..media.transport import MediaTransport
 from ..providers.base import ModelSession, ToolCall
 from .conversation import ConversationMixin, TurnGuard
+from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, new_id
 from .transcript import CallLog
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ MODEL_CLOSE_TIMEOUT = 2.0 # s for the model's close handshake at teardown; the s
 PLAYBACK_TIMEOUT = 30.0   # s for an Asterisk sound (greeting, fallback)
 FAREWELL_TIMEOUT = 30.0   # s to wait for the bot's last words before hangup/transfer
 DTMF_DEBOUNCE = 0.6       # s: keys pressed in a burst reach the model as one item
-EM_ID_PREFIX = "voiceai-em-"     # our externalMedia channel ids (the app's resync recognises orphans by it)
-BRIDGE_NAME_PREFIX = "voiceai-"  # our bridge names
 
 
 class CallEnded(Exception):
@@ -125,15 +124,17 @@ class Call(ConversationMixin):
         Ids of what Asterisk creates are chosen here, before each request: if the call ends while a request
         is in flight, teardown still knows what to delete."""
         await self.media.open()
-        self.em_id = f"{EM_ID_PREFIX}{uuid.uuid4().hex[:16]}"
+        self.em_id = new_id(EM_ID_PREFIX, self.settings.ari_app)   # names the app: see ids.py
         self._bind(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
         em = await self._step(self.ari.external_media(external_host=self.media.external_host,
                                                       fmt=self.media.external_format, channel_id=self.em_id,
                                                       data=self.id))
         host, port = await self._unicast_address(em)
+        # before the bridge: Asterisk sends nothing until bridged, and the inbound gate accepts nothing
+        # before it knows this address (a spoofer cannot fix its payload type)
         self.media.set_remote(host, port)
         await self._step(self._em_ready.wait())
-        self.bridge_id = f"{BRIDGE_NAME_PREFIX}{uuid.uuid4().hex[:16]}"
+        self.bridge_id = new_id(BRIDGE_ID_PREFIX, self.settings.ari_app)
         await self._step(self.ari.create_bridge("mixing", name=f"{BRIDGE_NAME_PREFIX}{self.id}",
                                                 bridge_id=self.bridge_id))
         if self.settings.greeting == "sound":

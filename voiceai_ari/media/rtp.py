@@ -202,11 +202,15 @@ class InboundFilter:
     counted in ``drops``; ``received == accepted + sum(drops.values())`` always holds.
 
     Rules, in order:
-    1. ``expected_source`` set: datagrams from any other (host, port) are "foreign_source".
+    1. Source: until ``expected_source`` is set (Asterisk announced its address) every datagram is
+       "source_unknown"; afterwards datagrams from any other (host, port) are "foreign_source".
+       Dropping early costs nothing: the call sets the source before Asterisk's channel is bridged,
+       and Asterisk sends nothing before that.  Accepting early would let one spoofed datagram to a
+       predictable port fix the payload type below before Asterisk's first packet.
     2. Not parseable as RTP: "malformed".  Wrong payload type: "payload_type".  Payload size other
        than ``payload_bytes`` (if set): "bad_length".  With ``payload_type=None`` the gate learns
        the PT of the first packet that passes the checks above, if it is dynamic (96-127): Asterisk
-       numbers formats such as slin24 itself, and only its own address gets this far.
+       numbers formats such as slin24 itself, and only its announced address gets this far.
     3. A new SSRC re-syncs the sequence state (counted in ``ssrc_changes``) and is accepted.
     4. Sequence (RFC 3550 A.1, simplified; audio is consumed in order and a jitter buffer is not worth
        it here): a forward step is accepted and its gap counted in ``lost``; the highest sequence
@@ -218,7 +222,7 @@ class InboundFilter:
 
     MAX_DROPOUT = 3000
     MAX_MISORDER = 100
-    REASONS = ("malformed", "foreign_source", "payload_type", "bad_length", "duplicate", "late")
+    REASONS = ("source_unknown", "malformed", "foreign_source", "payload_type", "bad_length", "duplicate", "late")
 
     def __init__(self, payload_type: int | None = 118, payload_bytes: int | None = 640) -> None:
         self.payload_type = payload_type
@@ -247,13 +251,14 @@ class InboundFilter:
         """The payload of ``data`` if it is the caller's next audio, else ``None`` (reason counted)."""
         self.received += 1
         expected = self._expected_source
-        if expected is not None:
-            try:
-                same = addr[0] == expected[0] and addr[1] == expected[1]
-            except (TypeError, IndexError, KeyError):
-                same = False
-            if not same:
-                return self._drop("foreign_source")
+        if expected is None:
+            return self._drop("source_unknown")
+        try:
+            same = addr[0] == expected[0] and addr[1] == expected[1]
+        except (TypeError, IndexError, KeyError):
+            same = False
+        if not same:
+            return self._drop("foreign_source")
         try:
             if len(data) > 12 and data[0] == 0x80:   # what Asterisk sends: V=2, no padding/extension/CSRC
                 second, seq, _, ssrc = _HEADER.unpack_from(data)[1:]
