@@ -405,6 +405,14 @@ def test_env_file_has_an_example_and_stays_out_of_git_and_images(services):
             assert ignored(path.removeprefix("./"), dockerignore_patterns(REPO)), f"{path} not in .dockerignore"
 
 
+def test_default_transcript_folder_stays_out_of_git_and_images(settings_cls):
+    """Transcripts hold callers' words and numbers: the default folder is never committed or baked in."""
+    folder = settings_cls.model_fields["transcript_dir"].default
+    git = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", f"{folder}/x.jsonl"])
+    assert git.returncode == 0, f"{folder}/ is not git-ignored"
+    assert ignored(f"{folder}/x.jsonl", dockerignore_patterns(REPO)), f"{folder} not in .dockerignore"
+
+
 def test_voiceai_image_context_excludes_local_clutter():
     patterns = dockerignore_patterns(REPO)
     for junk in (".venv", ".git", "voiceai_ari/__pycache__", ".pytest_cache", ".hypothesis"):
@@ -564,28 +572,87 @@ def test_asterisk_config_essentials():
         assert block and app in block.group(0), f"extension {exten} should run {app}"
 
 
-@pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
-@pytest.mark.parametrize("bind", ["0.0.0.0", "127.0.0.1"])
-def test_entrypoint_rewrites_binds(tmp_path, bind):
-    """Run the entrypoint's own sed lines on copies of the configs: they must still match the files."""
-    script = (AST / "entrypoint.sh").read_text()
-    seds = [ln.strip() for ln in script.splitlines() if ln.strip().startswith("sed -i")]
-    assert len(seds) == 2
-    for name in ("http.conf", "pjsip.conf"):
+def run_configure(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The image's configure.sh (run by its entrypoint at every start) on copies of the committed configs."""
+    for name in ("http.conf", "pjsip.conf", "ari.conf"):
         shutil.copy(AST / name, tmp_path / name)
-    cmd = "\n".join(s.replace("/etc/asterisk/", f"{tmp_path}/") for s in seds)
-    subprocess.run(["sh", "-ec", f"bind={shlex.quote(bind)}\n{cmd}"], check=True)
+    clean = {k: v for k, v in os.environ.items() if k not in ("ASTERISK_BIND", "VOICEAI_ARI_PASSWORD")}
+    return subprocess.run(["sh", str(AST / "configure.sh"), str(tmp_path)], env={**clean, **env},
+                          capture_output=True, text=True, timeout=30)
+
+
+def compose_default(value: str, var: str) -> str:
+    """The default of a compose interpolation ${VAR:-default} (what a newcomer without .env gets)."""
+    m = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
+    assert m and m.group(1) == var, f"expected ${{{var}:-...}}, found {value!r}"
+    return m.group(2)
+
+
+@pytest.mark.skipif(shutil.which("sed") is None or shutil.which("awk") is None, reason="needs sed and awk")
+@pytest.mark.parametrize("bind", ["0.0.0.0", "127.0.0.1"])
+def test_configure_rewrites_binds_and_the_ari_password(tmp_path, bind):
+    password = "N3w-pass/with+base64="
+    os.chmod(tmp_path, 0o700)
+    p = run_configure(tmp_path, ASTERISK_BIND=bind, VOICEAI_ARI_PASSWORD=password)
+    assert p.returncode == 0, p.stderr
     assert conf_value(tmp_path / "http.conf", "general", "bindaddr") == bind
     port = conf_value(AST / "pjsip.conf", "transport-udp", "bind").rsplit(":", 1)[1]
     assert conf_value(tmp_path / "pjsip.conf", "transport-udp", "bind") == f"{bind}:{port}"
-    assert 'bind="${ASTERISK_BIND:-0.0.0.0}"' in script
-    assert re.search(r"^exec /usr/sbin/asterisk -f .*-U asterisk -G asterisk", script, re.M)
+    user = next(name for name, kv in parse_asterisk_conf(AST / "ari.conf") if kv.get("type") == ["user"])
+    assert conf_value(tmp_path / "ari.conf", user, "password") == password
+    assert not list(tmp_path.glob("*.new")), "no temporary copy of ari.conf (with the password) left behind"
+    entry = (AST / "entrypoint.sh").read_text()
+    assert re.search(r"^/usr/local/bin/configure\.sh /etc/asterisk$", entry, re.M)
+    assert re.search(r"^exec /usr/sbin/asterisk -f .*-U asterisk -G asterisk", entry, re.M)
+    assert 'bind="${ASTERISK_BIND:-0.0.0.0}"' in (AST / "configure.sh").read_text()
+
+
+@pytest.mark.skipif(shutil.which("sed") is None or shutil.which("awk") is None, reason="needs sed and awk")
+@pytest.mark.parametrize("password, error", [
+    (None, "VOICEAI_ARI_PASSWORD is not set"), ("", "VOICEAI_ARI_PASSWORD is not set"),
+    ("short", "at least 12 characters"), ("long-enough;comment", "may only hold"),
+    ("long enough pass", "may only hold"), ("long-enough\npassword = x", "may only hold"),
+])
+def test_asterisk_image_does_not_start_without_a_good_ari_password(tmp_path, password, error):
+    """The image has no password of its own: without VOICEAI_ARI_PASSWORD (or with one ari.conf would cut
+    short at a ';' or a line break) the container stops at once with a clear line."""
+    p = run_configure(tmp_path, **({} if password is None else {"VOICEAI_ARI_PASSWORD": password}))
+    assert p.returncode == 64 and error in p.stderr and p.stderr.count("\n") == 1, (p.returncode, p.stderr)
+
+
+@pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
+def test_asterisk_image_holds_no_ari_password(tmp_path):
+    runs = [args for instr, args in dockerfile_instructions(AST / "Dockerfile") if instr == "RUN"]
+    seds = [m for args in runs for m in re.findall(r"sed -i '[^']*' /etc/asterisk/ari\.conf", args)]
+    assert len(seds) == 1, "asterisk/Dockerfile must blank ari.conf's (sandbox) password"
+    shutil.copy(AST / "ari.conf", tmp_path / "ari.conf")
+    subprocess.run(["sh", "-ec", seds[0].replace("/etc/asterisk/", f"{tmp_path}/")], check=True)
+    passwords = [v for _, kv in parse_asterisk_conf(tmp_path / "ari.conf") for v in kv.get("password", [])]
+    assert passwords == [""]
+
+
+def test_compose_gives_both_services_one_ari_password(services, env_example):
+    """One variable: Asterisk's ari.conf and the bot get the same VOICEAI_ARI_PASSWORD (from .env or the
+    environment); without it both get the loopback demo default, which is the sandbox's (ari.conf), so
+    scripts/container-stack's readiness check keeps its credentials."""
+    ast, bot = service_env(services["asterisk"]), service_env(services["voiceai"])
+    assert ast["VOICEAI_ARI_PASSWORD"] == bot["VOICEAI_ARI_PASSWORD"]
+    default = compose_default(ast["VOICEAI_ARI_PASSWORD"], "VOICEAI_ARI_PASSWORD")
+    user = next(name for name, kv in parse_asterisk_conf(AST / "ari.conf") if kv.get("type") == ["user"])
+    assert default == conf_value(AST / "ari.conf", user, "password") == env_example["VOICEAI_ARI_PASSWORD"]
+
+
+@pytest.mark.skipif(shutil.which("sed") is None or shutil.which("awk") is None, reason="needs sed and awk")
+def test_compose_demo_password_is_accepted_by_the_image(tmp_path, services):
+    default = compose_default(service_env(services["asterisk"])["VOICEAI_ARI_PASSWORD"], "VOICEAI_ARI_PASSWORD")
+    p = run_configure(tmp_path, VOICEAI_ARI_PASSWORD=default)
+    assert p.returncode == 0, p.stderr
 
 
 def test_asterisk_image_copies_every_conf_from_its_context():
     sources = copy_sources(AST / "Dockerfile")
-    assert "*.conf" in sources and "entrypoint.sh" in sources
-    assert os.access(AST / "entrypoint.sh", os.X_OK)
+    assert "*.conf" in sources and "entrypoint.sh" in sources and "configure.sh" in sources
+    assert os.access(AST / "entrypoint.sh", os.X_OK) and os.access(AST / "configure.sh", os.X_OK)
 
 
 def test_sandbox_uses_the_repository_asterisk_folder():
@@ -609,3 +676,25 @@ def test_sandbox_uses_the_repository_asterisk_folder():
 def test_shell_scripts_parse():
     subprocess.run(["bash", "-n", str(SANDBOX)], check=True)
     subprocess.run(["sh", "-n", str(AST / "entrypoint.sh")], check=True)
+    subprocess.run(["sh", "-n", str(AST / "configure.sh")], check=True)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or not os.path.isdir("/proc/self/fd"), reason="needs bash, /proc")
+def test_sandbox_asterisk_holds_no_inherited_fd(tmp_path):
+    """`flock /tmp/voiceai-e2e.lock scripts/asterisk-sandbox start` hands the lock's fd to the script; the
+    Asterisk it starts must not inherit it, or the lock stays held for Asterisk's lifetime and every later e2e
+    run waits forever. The script's own start line and close_inherited_fds run here around `sleep`."""
+    text = SANDBOX.read_text()
+    func = re.search(r"^close_inherited_fds\(\) \{.*?^\}$", text, re.M | re.S)
+    assert func, "scripts/asterisk-sandbox: close_inherited_fds() missing"
+    assert re.search(r"\( close_inherited_fds; exec setsid chroot \"\$ROOT\" /usr/sbin/asterisk ", text)
+    script = (f"set -euo pipefail\n{func.group(0)}\n"
+              f"exec 9>{tmp_path}/own.lock\n"
+              "( close_inherited_fds; exec sleep 30 ) >/dev/null 2>&1 </dev/null &\n"
+              "pid=$!\nsleep 0.3\nls /proc/$pid/fd; kill $pid\n")
+    lock = open(tmp_path / "caller.lock", "w")   # the caller's flock fd, inherited by the script
+    p = subprocess.run(["bash", "-c", script], pass_fds=(lock.fileno(),), capture_output=True, text=True,
+                       timeout=30)
+    lock.close()
+    assert p.returncode == 0, p.stderr
+    assert sorted(int(fd) for fd in p.stdout.split()) == [0, 1, 2]

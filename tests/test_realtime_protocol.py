@@ -225,3 +225,111 @@ def test_audio_delta_fast_path_agrees_with_the_full_parse():
                 '{"type":"response.output_audio.delta","item_id":"item_1","delta":'):
         assert p.receive(bad) == []
     assert p.bad_events == 4
+
+
+# --- 2.x session fields, failed responses, idle timeout ---------------------------------------------------
+def test_2x_session_fields_are_sent_only_when_set():
+    plain = json.loads(proto().session_update())["session"]
+    assert not {"reasoning", "truncation"} & set(plain)
+    assert "noise_reduction" not in plain["audio"]["input"]
+    assert "idle_timeout_ms" not in plain["audio"]["input"]["turn_detection"]
+    s = json.loads(proto(reasoning_effort="low", truncation=0.75, noise_reduction="far_field",
+                         idle_timeout_ms=6000).session_update())["session"]
+    assert s["reasoning"] == {"effort": "low"}
+    assert s["truncation"] == {"type": "retention_ratio", "retention_ratio": 0.75}
+    assert s["audio"]["input"]["noise_reduction"] == {"type": "far_field"}
+    assert s["audio"]["input"]["turn_detection"]["idle_timeout_ms"] == 6000
+    assert json.loads(proto(truncation="disabled").session_update())["session"]["truncation"] == "disabled"
+
+
+def test_session_config_defaults_to_the_model_that_is_not_being_retired():
+    from voiceai_ari.config import Settings
+    assert SessionConfig().model == "gpt-realtime-2.1" == Settings.model_fields["model"].default
+
+
+def failed_done(code, type_="server_error", rid="resp_1"):
+    return ev(type="response.done", response={"id": rid, "status": "failed", "output": [], "usage": None,
+                                              "status_details": {"type": "failed",
+                                                                 "error": {"type": type_, "code": code}}})
+
+
+def test_failed_response_is_a_model_error_with_its_cause():
+    p = proto()
+    p.receive(ev(type="response.created", response={"id": "resp_1"}))
+    out = p.receive(failed_done("rate_limit_exceeded", "rate_limit_exceeded"))
+    assert out == [ModelError("rate_limit_exceeded", "response failed (rate_limit_exceeded)", False),
+                   ResponseDone("failed", None)]
+    assert not p.response_active
+    [err, done] = p.receive(failed_done("insufficient_quota", "insufficient_quota"))
+    assert err.code == "insufficient_quota" and err.fatal and done.status == "failed"
+    # no code: the error type names it
+    [err, _] = p.receive(failed_done(None, "server_error"))
+    assert err.code == "server_error" and not err.fatal
+
+
+def test_idle_timeout_is_reported_and_the_servers_own_answer_replaced():
+    from voiceai_ari.providers.base import CallerIdle
+    p = proto(idle_timeout_ms=1000)
+    assert p.receive(ev(type="input_audio_buffer.timeout_triggered", audio_start_ms=2000, audio_end_ms=3040,
+                        item_id="item_9")) == [CallerIdle(1040)]
+    assert p.respond_instead("Ask if they are there.") == []     # held: the server answers by itself first
+    # the server's own response starts: cancelled at once, its output dropped
+    assert p.receive(ev(type="response.created", response={"id": "resp_auto", "metadata": None})) == []
+    [cancel] = [json.loads(m) for m in p.take_pending()]
+    assert cancel["type"] == "response.cancel" and cancel["response_id"] == "resp_auto"
+    assert p.receive(delta("item_a", 960).replace("resp_1", "resp_auto")) == []
+    assert p.receive(ev(type="response.output_audio_transcript.done", response_id="resp_auto", item_id="item_a",
+                        transcript="hm?")) == []
+    assert p.receive(ev(type="response.done", response={"id": "resp_auto", "status": "cancelled",
+                                                        "status_details": {"reason": "client_cancelled"}})) \
+        == [ResponseDone("cancelled", "client_cancelled", None, superseded=True)]
+    # then ours goes, with its instructions, and is heard
+    [ours] = [json.loads(m) for m in p.take_pending()]
+    assert ours["type"] == "response.create"
+    assert ours["response"]["instructions"] == "Ask if they are there."
+    p.receive(ev(type="response.created", response={"id": "resp_2", "metadata": ours["response"]["metadata"]}))
+    assert p.take_pending() == []
+    assert p.receive(delta("item_b", 960).replace("resp_1", "resp_2")) == [AudioDelta("item_b", bytes(960))]
+    assert p.history == []
+
+
+def test_replacement_goes_anyway_when_the_server_does_not_answer():
+    p = proto(idle_timeout_ms=1000)
+    p.receive(ev(type="input_audio_buffer.timeout_triggered", audio_start_ms=0, audio_end_ms=1000, item_id="i"))
+    p.respond_instead("Still there?")
+    assert p.take_pending() == []
+    [ours] = [json.loads(m) for m in p.no_response_to_replace()]
+    assert ours["response"]["instructions"] == "Still there?"
+    assert p.no_response_to_replace() == []
+
+
+def test_replacement_cancels_a_server_response_already_running():
+    p = proto()
+    p.receive(ev(type="response.created", response={"id": "resp_auto"}))
+    [cancel] = [json.loads(m) for m in p.respond_instead("Goodbye.")]
+    assert cancel == {"type": "response.cancel", "event_id": cancel["event_id"], "response_id": "resp_auto"}
+    done = p.receive(ev(type="response.done", response={"id": "resp_auto", "status": "cancelled"}))
+    assert done[0].superseded
+    [ours] = [json.loads(m) for m in p.take_pending()]
+    assert ours["response"]["instructions"] == "Goodbye."
+
+
+def test_caller_speaking_up_withdraws_a_replacement_not_yet_sent():
+    p = proto(idle_timeout_ms=1000)
+    p.receive(ev(type="input_audio_buffer.timeout_triggered", audio_start_ms=0, audio_end_ms=1000, item_id="i"))
+    p.respond_instead("Still there?")
+    assert p.receive(ev(type="input_audio_buffer.speech_started", audio_start_ms=1100, item_id="item_u")) \
+        == [SpeechStarted("item_u")]
+    # the answer to what the caller said is not cancelled, and no idle prompt follows it
+    p.receive(ev(type="response.created", response={"id": "resp_turn", "metadata": None}))
+    assert p.take_pending() == []
+    p.receive(ev(type="response.done", response={"id": "resp_turn", "status": "completed"}))
+    assert p.take_pending() == []
+
+
+def test_a_retiring_model_is_named_with_its_successor():
+    from voiceai_ari.providers.openai_realtime.session_config import retirement_notice
+    assert retirement_notice("gpt-realtime") == ("VOICEAI_MODEL=gpt-realtime is deprecated 2026-07-20, shuts down "
+                                                 "2027-01-20: set VOICEAI_MODEL=gpt-realtime-2.1")
+    assert "gpt-realtime-2.1-mini" in retirement_notice("gpt-realtime-mini")
+    assert retirement_notice("gpt-realtime-2.1") is None and retirement_notice("gpt-realtime-2.1-mini") is None

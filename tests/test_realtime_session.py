@@ -258,3 +258,50 @@ async def test_audio_is_written_at_once_and_keeps_its_order_when_the_socket_back
         assert s.dropped_audio == 0
     finally:
         await s.close()
+
+
+async def test_idle_timeout_answer_is_replaced_by_ours():
+    from voiceai_ari.providers.base import CallerIdle
+    script = [{"audio": "tone", "tone_hz": 440, "tone_seconds": 1.0},    # the server's own idle answer
+              {"audio": "tone", "tone_hz": 880, "tone_seconds": 0.5}]    # ours
+    fake = FakeRealtimeServer(mode="tone", speed=4, seed=3, script=script)
+    await fake.start()
+    s = RealtimeSession(fake.url, "k", SessionConfig(idle_timeout_ms=500))
+    await s.start()
+    try:
+        fs = await fake.wait_for_session()
+        feed(s, silence(0.7, 24000))
+        evs = await collect(s, lambda e: isinstance(e, CallerIdle))
+        assert 500 <= evs[-1].silent_ms <= 540
+        s.respond_instead("Ask whether the caller is still there.")
+        evs = await collect(s, lambda e: isinstance(e, ResponseDone) and not e.superseded)
+        audio = b"".join(e.pcm for e in evs if isinstance(e, AudioDelta))
+        assert len(audio) == 24000 and abs(dominant_frequency(audio, 24000) - 880) < 5, "only ours is heard"
+        [superseded] = [e for e in evs if isinstance(e, ResponseDone) and e.superseded]
+        assert superseded.status == "cancelled"
+        [cancel] = fs.events_of("response.cancel")
+        assert cancel["response_id"] == fs.responses[0]["id"]
+        [create] = fs.events_of("response.create")
+        assert create["response"]["instructions"] == "Ask whether the caller is still there."
+        assert not fs.events_of("error") and not [e for e in evs if isinstance(e, ModelError)]
+    finally:
+        await s.close()
+        await fake.stop()
+
+
+async def test_failed_response_reaches_the_call_as_a_model_error():
+    fake = FakeRealtimeServer(mode="tone", tone_seconds=0.2, speed=20, fail_responses=["rate_limit_exceeded"])
+    await fake.start()
+    s = RealtimeSession(fake.url, "k", SessionConfig())
+    await s.start()
+    try:
+        s.request_response("Hello.")
+        evs = await collect(s, lambda e: isinstance(e, ResponseDone))
+        assert evs[-2:] == [ModelError("rate_limit_exceeded", "response failed (rate_limit_exceeded)", False),
+                            ResponseDone("failed", None)]
+        s.request_response("Hello again.")    # the next one works
+        evs = await collect(s, lambda e: isinstance(e, ResponseDone))
+        assert evs[-1] == ResponseDone("completed", None) and any(isinstance(e, AudioDelta) for e in evs)
+    finally:
+        await s.close()
+        await fake.stop()

@@ -102,7 +102,7 @@ def test_declarations_flat_ga_shape():
     assert by["transfer_call"]["parameters"]["properties"]["target"]["enum"] == ["sales", "bob"]
     assert by["transfer_call"]["parameters"]["required"] == ["target"]
     api = by["api_call"]["parameters"]
-    assert api["properties"]["method"]["enum"] == ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    assert api["properties"]["method"]["enum"] == ["GET", "POST"]  # a plain URL entry allows GET and POST
     assert api["required"] == ["endpoint"]
     assert "https://api.example.com/v1/" in by["api_call"]["description"]
 
@@ -429,6 +429,67 @@ async def test_api_refuses_outside_endpoint(api):
     msg = err(await call_api(api, endpoint="//evil.com/x"))
     assert "is not under an allowed base URL" in msg and api.hits == []
     assert "Invalid arguments for api_call: method: " in err(await call_api(api, endpoint="x", method="TRACE"))
+
+
+def method_registry(api, allowlist):
+    return build_registry(make_settings(http_tool_allowlist=allowlist, http_tool_timeout_s=300 * MS))
+
+
+async def test_api_plain_base_allows_get_and_post_only(api):
+    """A plain URL entry (the original config format) allows GET and POST; the other methods are refused
+    back to the model and nothing reaches the server."""
+    for method in ("PUT", "PATCH", "DELETE"):
+        msg = err(await call_api(api, endpoint="echo", method=method, payload={"a": 1}))
+        assert msg.startswith("Invalid arguments for api_call: method: Input should be 'GET' or 'POST'"), msg
+    assert api.hits == []
+    assert json.loads((await call_api(api, endpoint="echo", method="POST", payload={"a": 1})).output)["status"] == 201
+    assert api.hits == ["POST /api/echo"]
+
+
+async def test_api_methods_per_base(api):
+    reg = method_registry(api, [api.url + "/api/", {"url": api.url + "/api/items/", "methods": ["get", "PUT"]}])
+    decl = next(d for d in reg.declarations() if d["name"] == "api_call")
+    assert decl["parameters"]["properties"]["method"]["enum"] == ["GET", "POST", "PUT"]
+    assert f"{api.url}/api/ (GET, POST); {api.url}/api/items/ (GET, PUT)" in decl["description"]
+
+    async def run(endpoint, method):
+        return await reg.execute(FakeContext(), "api_call", json.dumps({"endpoint": endpoint, "method": method}))
+
+    # PUT is allowed for /api/items/ only; POST is not allowed there (the most specific base decides)
+    assert err(await run("echo", "PUT")) == (f"method PUT is not allowed under {api.url}/api/ (allowed: GET, POST); "
+                                             "nothing was sent")
+    assert err(await run(api.url + "/api/items/42", "POST")) == (
+        f"method POST is not allowed under {api.url}/api/items/ (allowed: GET, PUT); nothing was sent")
+    assert "Invalid arguments for api_call: method: " in err(await run(api.url + "/api/items/42", "DELETE"))
+    assert api.hits == []
+    assert (await run(api.url + "/api/items/42", "PUT")).ok
+    assert (await run("echo", "POST")).ok
+    assert api.hits == ["PUT /api/items/42", "POST /api/echo"]
+
+
+@pytest.mark.parametrize("allowlist", [
+    '[{"url": "https://a.example/", "methods": []}]', '[{"url": "https://a.example/", "methods": ["TRACE"]}]',
+    '[{"url": "ftp://a.example/"}]', '[{"url": "https://a.example/", "verbs": ["GET"]}]', '[42]',
+])
+def test_http_allowlist_bad_entries_are_config_errors(monkeypatch, allowlist):
+    from voiceai_ari.config import ConfigError, load_settings
+    monkeypatch.setenv("VOICEAI_HTTP_TOOL_ALLOWLIST", allowlist)
+    with pytest.raises(ConfigError, match="^invalid VOICEAI_HTTP_TOOL_ALLOWLIST: "):
+        load_settings(_env_file=None)
+
+
+def test_allowed_url_checks_the_method_of_the_most_specific_base():
+    class Base:
+        def __init__(self, url, methods):
+            self.url, self.methods = url, methods
+
+    bases = ["https://x.example/v1/", Base("https://x.example/v1/admin/", ("GET",))]
+    assert allowed_url(bases, "users", "POST") == "https://x.example/v1/users"
+    assert allowed_url(bases, "admin/users", "GET") == "https://x.example/v1/admin/users"
+    with pytest.raises(ValueError, match="method POST is not allowed under https://x.example/v1/admin/"):
+        allowed_url(bases, "admin/users", "POST")
+    with pytest.raises(ValueError, match="method DELETE is not allowed under https://x.example/v1/ "):
+        allowed_url(bases, "users", "DELETE")
 
 
 # --- URL allowlist ----------------------------------------------------------------------------------------------

@@ -8,14 +8,23 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, load_settings
 from .operate.logs import setup_logging
 
+if TYPE_CHECKING:
+    from .call.tools import ToolRegistry
+    from .providers.base import ModelSession
+
 log = logging.getLogger("voiceai")
 
 OFFLINE_BANNER = ("OPENAI_API_KEY is not set: serving calls with the OFFLINE DEMO MODEL "
-                  "(an embedded fake Realtime server in echo mode: the bot repeats what the caller said).")
+                  "(an embedded fake Realtime server in echo mode: the bot repeats what the caller said). "
+                  "VOICEAI_DEMO=off makes a missing key a start-up error.")
+DEMO_CALL_WARNING = ("offline demo call: the caller gets the echo demo model, not OpenAI (OPENAI_API_KEY is not "
+                     "set; VOICEAI_DEMO=off refuses to start without it)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return check.main()
     try:
         settings = load_settings()
+        tools = _tools(settings)
     except ConfigError as exc:
         print(f"voiceai-ari: {exc}", file=sys.stderr)
         return 2
@@ -44,13 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     if settings.control_token is not None:
         secrets.append(settings.control_token.get_secret_value())
     setup_logging(settings.log_level, secrets, settings.log_format)
-    return asyncio.run(serve(settings))
+    return asyncio.run(serve(settings, tools))
 
 
-async def serve(settings: Settings) -> int:
+def _tools(settings: Settings) -> ToolRegistry:
+    """The tool registry, built at start: a module that fails to import or a clashing tool name stops
+    start-up with the same one-line error as a bad setting."""
+    from .call.tools import build_registry
+    try:
+        return build_registry(settings)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("invalid VOICEAI_TOOL_MODULES: " + " ".join(str(exc).split())) from None
+
+
+async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
     from .call.app import VoiceAiApp
     from .providers.openai_realtime.credentials import make_credentials
-    from .providers.openai_realtime.protocol import SessionConfig
+    from .providers.openai_realtime.session_config import SessionConfig, retirement_notice
     from .providers.openai_realtime.session import RealtimeSession
     from .call.tools import build_registry
 
@@ -71,15 +91,14 @@ async def serve(settings: Settings) -> int:
         log.warning(OFFLINE_BANNER)
     else:
         api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-    tools = build_registry(settings)
-    config = SessionConfig(
-        model=settings.model, instructions=settings.instructions, voice=settings.voice,
-        vad_threshold=settings.vad_threshold, vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
-        vad_silence_ms=settings.vad_silence_ms, vad_type=settings.vad_type,
-        vad_eagerness=settings.vad_eagerness, tools=tools.declarations(),
-        transcription_model="" if settings.offline_demo else settings.transcription_model)
+    if tools is None:
+        tools = build_registry(settings)
+    notice = retirement_notice(settings.model)
+    if notice and not settings.offline_demo:
+        log.warning("! %s", notice)
+    config = SessionConfig.from_settings(settings, tools.declarations(), transcription=not settings.offline_demo)
     credentials = make_credentials(settings, url, config.session(), api_key)
-    app = VoiceAiApp(settings, lambda: RealtimeSession(url, credentials, config), tools)
+    app = VoiceAiApp(settings, model_factory(settings, lambda: RealtimeSession(url, credentials, config)), tools)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("stats %s", json.dumps(app.stats())))
     log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls, "
              "tools: %s", settings.ari_url, settings.ari_app, settings.model, url.split("?")[0],
@@ -99,6 +118,18 @@ async def serve(settings: Settings) -> int:
             await fake.stop()
     log.info("= stopped")
     return 0
+
+
+def model_factory(settings: Settings, make: Callable[[], ModelSession]) -> Callable[[], ModelSession]:
+    """The app's model session factory, called once per accepted call. On the offline demo it logs a warning
+    for every call: a key that went missing must not go unnoticed while real callers talk to an echo."""
+    if not settings.offline_demo:
+        return make
+
+    def demo_session() -> ModelSession:
+        log.warning(DEMO_CALL_WARNING)
+        return make()
+    return demo_session
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ so they never show in a repr or a log line.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VOICEAI_"
@@ -18,6 +20,33 @@ ENV_PREFIX = "VOICEAI_"
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the environment variable."""
+
+
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+class HttpToolBase(BaseModel):
+    """One `api_call` allowlist entry: a base URL and the HTTP methods the model may use under it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    methods: tuple[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], ...] = ("GET", "POST")
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")) or v.count("/") < 3:
+            raise ValueError(f"{v!r} must be a base URL like https://host/path/")
+        return v
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        if isinstance(v, (list, tuple)):
+            if not v:
+                raise ValueError("methods: give at least one of " + ", ".join(HTTP_METHODS))
+            return tuple(dict.fromkeys(m.upper() if isinstance(m, str) else m for m in v))
+        return v
 
 
 class Settings(BaseSettings):
@@ -30,14 +59,34 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY"),
         description="OpenAI API key. Empty: the offline demo model (echo) is used.")
+    demo: bool = Field(True, description="without OPENAI_API_KEY: on = calls get the offline echo demo model "
+                       "(a warning per call); off = refuse to start")
     realtime_url: str = Field("wss://api.openai.com/v1/realtime", description="Realtime WebSocket URL")
-    model: str = Field("gpt-realtime", description="Realtime model name")
+    model: str = Field("gpt-realtime-2.1", description="Realtime model name (gpt-realtime shuts down 2027-01-20)")
     voice: str = Field("marin", description="Voice of the bot")
     instructions: str = Field(
         "You are a helpful, concise voice assistant on a phone line. Keep answers short.",
         description="System instructions for the model")
     transcription_model: str = Field(
         "gpt-4o-mini-transcribe", description="Input transcription model; empty turns it off")
+
+    # --- what the 2.x models added; each is sent in session.update only when set -------------------------------
+    reasoning_effort: Literal["", "minimal", "low", "medium", "high", "xhigh"] = Field(
+        "", description="reasoning models only: reasoning.effort; empty = the model's default")
+    truncation: str = Field(
+        "", description="context truncation: auto, disabled, or a retention ratio 0<r<1; empty = the server's default")
+    noise_reduction: Literal["", "near_field", "far_field"] = Field(
+        "", description="input noise reduction: near_field (handset, headset), far_field (speakerphone); empty = off")
+
+    # --- caller inactivity ------------------------------------------------------------------------------------
+    idle_timeout_ms: int = Field(0, ge=0, le=3_600_000,
+                                 description="server_vad only: silence after the bot's last words that counts as "
+                                 "an idle caller (ms); 0 = off")
+    idle_prompts: int = Field(2, ge=0, le=10, description="times the idle caller is prompted before the goodbye")
+    idle_prompt: str = Field("The caller has been silent for a while. Ask briefly whether they are still there.",
+                             description="instructions for the bot's idle prompt")
+    idle_goodbye: str = Field("The caller has not answered. Say a short, friendly goodbye.",
+                              description="instructions for the bot's last words before it hangs up on an idle caller")
 
     # --- turn detection (server VAD) ----------------------------------------------------------------------
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="server_vad threshold (0..1)")
@@ -66,8 +115,10 @@ class Settings(BaseSettings):
     transfer_targets: dict[str, str] = Field(
         default_factory=dict,
         description='transfer_call allowlist, JSON: {"sales": "from-caller,200,1", "bob": "PJSIP/bob"}')
-    http_tool_allowlist: list[str] = Field(
-        default_factory=list, description='api_call tool: allowed base URLs, JSON list ["https://api.example.com/v1/"]')
+    http_tool_allowlist: list[HttpToolBase] = Field(
+        default_factory=list, description='api_call tool: allowed base URLs, JSON list; an entry is a URL (GET and '
+        'POST allowed) or {"url": ..., "methods": [...]}: ["https://api.example.com/v1/", '
+        '{"url": "https://crm.example.com/", "methods": ["GET", "PUT"]}]')
     http_tool_timeout_s: float = Field(5.0, gt=0, le=60, description="api_call tool: timeout per request")
     http_tool_max_bytes: int = Field(65536, ge=256, le=2**22, description="api_call tool: response size cap")
     tool_modules: list[str] = Field(
@@ -103,12 +154,22 @@ class Settings(BaseSettings):
     price_audio_in: float = Field(32.0, ge=0, description="USD per 1M audio input tokens (cost estimate)")
     price_audio_out: float = Field(64.0, ge=0, description="USD per 1M audio output tokens")
     price_text_in: float = Field(4.0, ge=0, description="USD per 1M text input tokens")
-    price_text_out: float = Field(16.0, ge=0, description="USD per 1M text output tokens")
+    price_text_out: float = Field(24.0, ge=0, description="USD per 1M text output tokens")
+    price_cached_audio_in: float = Field(0.40, ge=0, description="USD per 1M cached audio input tokens")
+    price_cached_text_in: float = Field(0.40, ge=0, description="USD per 1M cached text input tokens")
 
     # --- control API --------------------------------------------------------------------------------------
     control_host: str = Field("127.0.0.1", description="control API bind address (loopback unless a token is set)")
     control_port: int = Field(8089, ge=0, le=65535, description="control API port; 0 turns it off")
     control_token: SecretStr | None = Field(None, description="bearer token for the control API")
+    control_allowed_hosts: list[str] = Field(
+        default_factory=list, description='extra names accepted in the Host and Origin headers, JSON list '
+        '["voice.example.com"]; loopback addresses and localhost with the API port always are')
+    originate_targets: dict[str, str] = Field(
+        default_factory=dict, description='POST /calls allowlist, JSON: {"frontdesk": "PJSIP/1001", '
+        '"ivr": "from-internal,700,1"} (a dialplan location is dialled as Local/700@from-internal); '
+        'empty: no outbound calls')
+    originate_per_minute: int = Field(10, ge=1, le=10000, description="POST /calls: outbound calls per minute")
 
     # --- process -------------------------------------------------------------------------------------------
     max_calls: int = Field(50, ge=1, le=10000, description="concurrent calls; more are refused")
@@ -133,20 +194,64 @@ class Settings(BaseSettings):
     @field_validator("transfer_targets")
     @classmethod
     def _check_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        from .call.tools import TransferDestination  # the tool's own parser: one rule, checked at start
         for name, dest in v.items():
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"target name {name!r} must be letters, digits, - or _")
-            if "/" not in dest and len(dest.split(",")) != 3:
-                raise ValueError(f"target {name!r}: use context,extension,priority or TECH/resource")
+            TransferDestination.parse(name, dest)
         return v
 
-    @field_validator("http_tool_allowlist")
+    @field_validator("originate_targets")
     @classmethod
-    def _check_allowlist(cls, v: list[str]) -> list[str]:
-        for url in v:
-            if not url.startswith(("http://", "https://")) or url.count("/") < 3:
-                raise ValueError(f"{url!r} must be a base URL like https://host/path/")
+    def _check_originate_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, dest in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                raise ValueError(f"target name {name!r} must be 1-64 letters, digits, - or _")
+            originate_endpoint(name, dest)
         return v
+
+    @field_validator("control_allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not re.fullmatch(r"[A-Za-z0-9.:_-]{1,253}", host):
+                raise ValueError(f"{host!r} must be a bare host name or address (no scheme, port or path)")
+        return [h.lower().strip("[]") for h in v]
+
+    @field_validator("fallback_target")
+    @classmethod
+    def _check_fallback_target(cls, v: str) -> str:
+        from .call.tools import TransferDestination  # what _fallback parses when the model is unreachable
+        if v.strip():
+            TransferDestination.parse("fallback", v)
+        return v
+
+    @field_validator("http_tool_allowlist", mode="before")
+    @classmethod
+    def _allowlist_strings(cls, v: object) -> object:
+        """A plain URL entry (the original format) allows the default methods."""
+        return [{"url": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
+
+    @field_validator("truncation")
+    @classmethod
+    def _check_truncation(cls, v: str) -> str:
+        v = v.strip()
+        if v in ("", "auto", "disabled"):
+            return v
+        try:
+            ratio = float(v)
+        except ValueError:
+            raise ValueError("must be auto, disabled or a retention ratio between 0 and 1") from None
+        if not 0.0 < ratio < 1.0:
+            raise ValueError("a retention ratio must be between 0 and 1 (exclusive)")
+        return v
+
+    @property
+    def truncation_value(self) -> str | float | None:
+        """`truncation` as session.update wants it: "auto"/"disabled", a ratio, or None (not sent)."""
+        if not self.truncation:
+            return None
+        return self.truncation if self.truncation in ("auto", "disabled") else float(self.truncation)
 
     @field_validator("rtp_bind")
     @classmethod
@@ -188,6 +293,11 @@ class Settings(BaseSettings):
             raise ValueError("token_service_url: required (http:// or https://) with VOICEAI_CREDENTIALS=token_service")
         if self.credentials == "ephemeral" and self.openai_api_key is None:
             raise ValueError("openai_api_key: required to mint client secrets with VOICEAI_CREDENTIALS=ephemeral")
+        if not self.demo and self.offline_demo:
+            raise ValueError("openai_api_key: required with VOICEAI_DEMO=off (or VOICEAI_DEMO=on: offline echo demo)")
+        if self.idle_timeout_ms and self.vad_type != "server_vad":
+            raise ValueError("idle_timeout_ms: works with VOICEAI_VAD_TYPE=server_vad only (the Realtime API "
+                             "has no idle timeout for semantic_vad)")
         if self.fallback == "transfer" and not self.fallback_target:
             raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
         return self
@@ -208,6 +318,23 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def originate_endpoint(name: str, dest: str) -> str:
+    """The ARI originate endpoint of an `originate_targets` entry: "TECH/resource" as it is, a dialplan location
+    "context,extension,1" as "Local/extension@context" (a Local channel starts at priority 1).
+
+    Raises: ValueError naming the target."""
+    dest = dest.strip()
+    if re.fullmatch(r"[A-Za-z0-9_]+/[^\s,]{1,200}", dest):
+        return dest
+    parts = [p.strip() for p in dest.split(",")]
+    if len(parts) == 3 and re.fullmatch(r"[A-Za-z0-9_.-]+", parts[0]) and re.fullmatch(r"[^\s@/,]+", parts[1]):
+        if parts[2] != "1":
+            raise ValueError(f"target {name!r}: a dialplan location is dialled through a Local channel, which "
+                             "starts at priority 1")
+        return f"Local/{parts[1]}@{parts[0]}"
+    raise ValueError(f"target {name!r}: use TECH/resource (PJSIP/1001) or context,extension,1")
 
 
 def env_name(field: str) -> str:

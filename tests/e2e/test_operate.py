@@ -1,17 +1,18 @@
 """Operating the bot: the control API during a real call, metrics after it, the fallback when the model is
-down, and an outbound call through POST /calls."""
+down, an outbound call through POST /calls (allowlisted targets only), and the offline demo made visible."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 
 import aiohttp
 import pytest
 
 from . import analysis as A
-from .caller import Phone, place_call
+from .caller import Phone, ari, place_call
 from .conftest import E2E_KEY
 from .test_call import no_leftovers
 
@@ -20,9 +21,13 @@ TOKEN = "ctl-token-for-e2e-0123"
 PORT = 18089
 
 
-async def api(method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+async def api(method: str, path: str, body: dict | None = None,
+              headers: dict[str, str] | None = None, data: str | None = None) -> tuple[int, object]:
+    """A control API request; a POST carries a JSON body ({} if none given) unless `data` is given."""
+    if method == "POST" and body is None and data is None:
+        body = {}
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
-        async with s.request(method, f"http://127.0.0.1:{PORT}{path}", json=body) as r:
+        async with s.request(method, f"http://127.0.0.1:{PORT}{path}", json=body, data=data, headers=headers) as r:
             text = await r.text()
             return r.status, (json.loads(text) if "json" in r.content_type else text)
 
@@ -127,19 +132,75 @@ async def test_fallback_can_hand_the_caller_to_a_human(make_bot, tmp_path):
     assert (await no_leftovers(bot)) == ([], [], [])
 
 
+async def metric(name: str) -> float:
+    _, text = await api("GET", "/metrics")
+    [value] = [float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return value
+
+
+async def our_outbound_channels() -> list[str]:
+    """Asterisk's channels that dial our test's SIP listeners (5091: sipp, 5093: a silent socket) or a Local."""
+    _, chans = await ari("GET", "/channels")
+    return [c["name"] for c in chans if c["name"].startswith(("PJSIP/anonymous", "Local/"))]
+
+
 async def test_outbound_call_through_the_control_api(make_bot, fake_model, tmp_path):
-    """POST /calls dials a SIP UA (sipp as UAS); when it answers the bot talks to it."""
+    """POST /calls dials only allowlisted targets: dial strings are refused and nothing is dialled; a ringing
+    call holds the one slot (VOICEAI_MAX_CALLS=1) until Asterisk gives it up; then the "ivr" target (sipp as
+    UAS) is dialled and, when it answers, the bot talks to it."""
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=0.5, speed=4)
+    targets = {"ivr": "PJSIP/anonymous/sip:ivr@127.0.0.1:5091", "silent": "PJSIP/anonymous/sip:silent@127.0.0.1:5093"}
     bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_CONTROL_PORT=str(PORT),
-                         VOICEAI_CONTROL_TOKEN=TOKEN, VOICEAI_GREETING="model")
+                         VOICEAI_CONTROL_TOKEN=TOKEN, VOICEAI_GREETING="model", VOICEAI_MAX_CALLS="1",
+                         VOICEAI_ORIGINATE_TARGETS=json.dumps(targets))
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # gets INVITEs, never answers: a phone ringing
+    silent.bind(("127.0.0.1", 5093))
+    silent.setblocking(False)
+
+    def invites() -> int:
+        n = 0
+        while True:
+            try:
+                n += silent.recv(65536).startswith(b"INVITE ")
+            except BlockingIOError:
+                return n
     uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", "5091", "-mi", "127.0.0.1",
-                            "-mp", "16200", "-cp", "8931", "-m", "1", "-nostdin", "-timeout", "20s"],
+                            "-mp", "16200", "-cp", "8931", "-m", "1", "-nostdin", "-timeout", "30s"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
         await asyncio.sleep(0.5)
-        status, body = await api("POST", "/calls", {"endpoint": "PJSIP/anonymous/sip:ivr@127.0.0.1:5091"})
+        # refused, and nothing is dialled: a free dial string, a dial string as a target, a cross-site page
+        status, body = await api("POST", "/calls", {"endpoint": targets["silent"]})
+        assert status == 422 and "free dial strings are refused" in json.dumps(body), body
+        status, body = await api("POST", "/calls", {"target": "Local/300@from-caller"})
+        assert status == 422 and body["error"] == "unknown target; allowed: ivr, silent", body
+        status, _ = await api("POST", "/calls", data=json.dumps({"target": "silent"}),
+                              headers={"Content-Type": "text/plain"})
+        assert status == 415
+        status, _ = await api("POST", "/calls", {"target": "silent"}, headers={"Origin": "http://evil.example"})
+        assert status == 403
+        await asyncio.sleep(1.0)
+        assert invites() == 0 and await our_outbound_channels() == [], "a refused request dialled"
+
+        # a ringing call holds the only slot: a second POST is refused until Asterisk gives the first up
+        t0 = asyncio.get_running_loop().time()
+        status, body = await api("POST", "/calls", {"target": "silent", "timeout_s": 2})
+        assert status == 202 and body["id"].startswith("voiceai-out-"), body
+        status, body = await api("POST", "/calls", {"target": "ivr"})
+        assert status == 503 and "ringing" in body["error"], body
+        assert await metric("voiceai_calls_originating") == 1
+        while await metric("voiceai_calls_originating") and asyncio.get_running_loop().time() - t0 < 10:
+            await asyncio.sleep(0.1)
+        freed = asyncio.get_running_loop().time() - t0
+        print(f"\n[e2e] unanswered outbound call (timeout 2 s): slot freed after {freed:.1f} s "
+              f"(ChannelDestroyed; the fallback expiry would be 32 s)")
+        assert freed < 10, "Asterisk's ChannelDestroyed of the unanswered call frees its slot"
+        assert invites() >= 1, "the allowlisted target was dialled"
+
+        status, body = await api("POST", "/calls", {"target": "ivr"})
         assert status == 202, body
-        await wait_for_call()
+        call = await wait_for_call()
+        assert call["id"] == body["id"], "the answered call took over its own slot (max 1) and became a call"
         fs = await fake.wait_for_session(timeout=10)
         await fs.wait_for("response.create", timeout=10)       # the bot greets whoever answered
         for _ in range(100):
@@ -147,12 +208,26 @@ async def test_outbound_call_through_the_control_api(make_bot, fake_model, tmp_p
                 break
             await asyncio.sleep(0.05)
         assert fs.responses and fs.responses[0]["status"] == "completed"
-        _, calls = await api("GET", "/calls")
-        [c] = calls["calls"]
-        assert (await api("POST", f"/calls/{c['id']}/hangup"))[0] == 202
+        assert (await api("POST", f"/calls/{call['id']}/hangup"))[0] == 202
         assert await asyncio.to_thread(uas.wait, 15) == 0
     finally:
+        silent.close()
         if uas.poll() is None:
             uas.kill()
-    assert "outbound" in bot.log() or "call up" in bot.log()
+    assert "outbound call " + body["id"] in bot.log()
+    assert await metric("voiceai_calls_refused_total") == 0
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_offline_demo_is_visible(make_bot, tmp_path):
+    """No OPENAI_API_KEY: /readyz names the offline demo, /metrics has its gauge, and every call logs it."""
+    from voiceai_ari.cli import DEMO_CALL_WARNING
+    bot = await make_bot(VOICEAI_CONTROL_PORT=str(PORT), VOICEAI_CONTROL_TOKEN=TOKEN)
+    status, ready = await api("GET", "/readyz")
+    assert status == 200 and ready["model"] == "offline-demo"
+    assert await metric("voiceai_offline_demo") == 1
+    for n in (1, 2):
+        res = await place_call("100", phone=Phone("g722"), call_seconds=1.0, workdir=tmp_path)
+        assert res.ok, res.summary()
+        assert bot.log().count(DEMO_CALL_WARNING) == n
     assert (await no_leftovers(bot)) == ([], [], [])

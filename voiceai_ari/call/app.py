@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -40,6 +41,7 @@ class VoiceAiApp:
         self.pool = PortPool(settings.port_range)
         self.calls: dict[str, Call] = {}           # caller channel id -> call
         self._by_channel: dict[str, Call] = {}     # every channel/playback id a call owns -> call
+        self.originating: dict[str, float] = {}    # POST /calls channel id -> monotonic give-up time (ringing)
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self.accepting = True
@@ -72,6 +74,13 @@ class VoiceAiApp:
     async def _all_calls_done(self) -> None:
         while self.calls:
             await asyncio.sleep(0.1)
+
+    def slots_used(self) -> int:
+        """Calls in progress plus outbound calls still ringing: each holds one of VOICEAI_MAX_CALLS."""
+        now = time.monotonic()
+        for cid in [c for c, until in self.originating.items() if until < now]:
+            del self.originating[cid]
+        return len(self.calls) + len(self.originating)
 
     def stats(self) -> dict[str, int]:
         """Process-wide counters (SIGUSR1 logs them; the soak test reads them)."""
@@ -113,6 +122,8 @@ class VoiceAiApp:
             owner.on_ari_event(ev)
         elif ev.type == "StasisStart" and not ch.name.startswith(MEDIA_CHANNEL_PREFIXES):
             self._start_call(ev)
+        elif ev.type == "ChannelDestroyed":
+            self.originating.pop(ch.id, None)   # an outbound call that was never answered frees its slot
 
     async def _resync(self) -> None:
         """After (re)connecting: events were missed. End calls whose caller is gone, adopt callers that
@@ -156,7 +167,8 @@ class VoiceAiApp:
         assert ch is not None
         if ch.id in self._by_channel:
             return
-        if not self.accepting or len(self.calls) >= self.settings.max_calls:
+        self.originating.pop(ch.id, None)       # an answered outbound call: its slot becomes the call's
+        if not self.accepting or self.slots_used() >= self.settings.max_calls:
             self.refused_calls += 1
             log.warning("! call %s refused: %s", ch.id,
                         "shutting down" if not self.accepting else f"{len(self.calls)} calls active")

@@ -1,10 +1,11 @@
 """One phone call, from StasisStart to teardown. Read `run()` top to bottom: it is the life of a call.
 
 answer → media (UDP port, externalMedia channel, greeting, mixing bridge) → model (Realtime session) →
-converse (audio, barge-in, tools, keypad) → teardown. Whatever ends the call (caller hangup, a tool, model
-error, app shutdown), `_teardown` runs exactly once and releases everything the call owns: the model
-WebSocket, the UDP port, the externalMedia channel and the bridge (Asterisk keeps both until the app
-deletes them), tool tasks, the transcript file, and the caller's channel if it is still ours.
+converse (audio, barge-in, tools, keypad, idle caller, failed responses: `conversation.py`) → teardown.
+Whatever ends the call (caller hangup, a tool, model error, app shutdown), `_teardown` runs exactly once and
+releases everything the call owns: the model WebSocket, the UDP port, the externalMedia channel and the
+bridge (Asterisk keeps both until the app deletes them), tool tasks, the transcript file, and the caller's
+channel if it is still ours.
 
 The call is also the `ToolContext` its tools act through (hangup, send_dtmf, transfer).
 """
@@ -23,8 +24,8 @@ from websockets.exceptions import WebSocketException
 
 from ..operate.logs import call_id
 from ..media.transport import MediaTransport
-from ..providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ModelSession,
-                    ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
+from ..providers.base import ModelSession, ToolCall
+from .conversation import ConversationMixin, TurnGuard
 from .transcript import CallLog
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class CallEnded(Exception):
     """Raised inside set-up when the call ended while a step was in flight."""
 
 
-class Call:
+class Call(ConversationMixin):
     def __init__(self, *, channel: Channel, ari: AriClient, media: MediaTransport, model: ModelSession,
                  tools: ToolRegistry, settings: Settings, bind: Callable[[str, "Call"], None],
                  metrics: Metrics) -> None:
@@ -59,6 +60,8 @@ class Call:
         self.usage: dict[str, int] = {}   # token totals of this call (response.done usage)
         self.cost_usd = 0.0
         self._speech_stopped_at: float | None = None
+        self.guard = TurnGuard(settings.idle_prompts)   # idle prompts, failed responses (conversation.py)
+        self._last_model_error = ""
         self._bind = bind
         self.log = log
         self.transcript = CallLog(settings.transcript_dir, self.id)
@@ -184,76 +187,6 @@ class Call:
                 v[var] = got["value"]
         return str(v["UNICASTRTP_LOCAL_ADDRESS"]), int(str(v["UNICASTRTP_LOCAL_PORT"]))
 
-    async def _converse(self) -> None:
-        """Move model events to the media path, the tools and the transcript until the session ends."""
-        model, media, loop = self.model, self.media, asyncio.get_running_loop()
-        async for ev in model.events():
-            if isinstance(ev, AudioDelta):
-                self._response_idle.clear()
-                media.play(ev.pcm, ev.item_id)
-                if self._speech_stopped_at is not None:
-                    self.metrics.turn.observe(loop.time() - self._speech_stopped_at)
-                    self._speech_stopped_at = None
-                # let other calls' packets and clock ticks run between buffered deltas (a burst of them is
-                # otherwise worked through in one step of this task, several ms at a time)
-                await asyncio.sleep(0)
-            elif isinstance(ev, AudioDone):
-                media.end_item()
-            elif isinstance(ev, SpeechStarted):
-                # barge-in: silence the bot within one 20 ms frame, tell the model what was heard
-                if media.busy:
-                    self.metrics.barge_in.observe(media.until_next_frame())
-                item_id, played_ms = media.interrupt()
-                model.interrupt(item_id, played_ms)
-                self.log.debug("< caller speaks: cut %s at %d ms", item_id, played_ms)
-            elif isinstance(ev, SpeechStopped):
-                self._speech_stopped_at = loop.time()
-            elif isinstance(ev, ResponseDone):
-                self._response_idle.set()
-                self._count_usage(ev.usage)
-                self.log.debug("< response %s (%s)", ev.status, ev.reason)
-            elif isinstance(ev, ToolCall):
-                self._response_idle.clear()
-                self.spawn(self._run_tool(ev), f"tool-{ev.name}")
-            elif isinstance(ev, Transcript):
-                self.log.info("%s: %s", ev.role, ev.text)
-                self.transcript.write(ev.role, text=ev.text, item_id=ev.item_id)
-            elif isinstance(ev, SessionReady):
-                self.log.info("= model session %s ready (%d tools)", ev.session_id, len(self.tools.names))
-            elif isinstance(ev, ModelError):
-                self.log.warning("! model error %s: %s", ev.code, ev.message)
-                self.metrics.model_errors[ev.code] += 1
-                self.transcript.write("error", source="model", code=ev.code, message=ev.message)
-                if ev.fatal:
-                    self.end(f"model error {ev.code}")
-                    return
-            elif isinstance(ev, ModelReconnected):
-                media.end_item()               # the cut-off reply will get no more audio: play its tail
-                self._response_idle.set()
-                self.log.warning("! model %s: resumed in session %s", ev.reason, ev.session_id)
-                self.transcript.write("model_reconnected", reason=ev.reason, session_id=ev.session_id)
-            elif isinstance(ev, ModelClosed):
-                if self.ended:
-                    return
-                await self._fallback(f"model session {ev.reason}")
-                return
-
-    def _count_usage(self, usage: dict[str, Any] | None) -> None:
-        """Token usage of one response: per call, per process, and an estimated cost at the set prices."""
-        if not usage:
-            return
-        d_in, d_out = usage.get("input_token_details") or {}, usage.get("output_token_details") or {}
-        counts = {"audio_in": d_in.get("audio_tokens", 0), "text_in": d_in.get("text_tokens", 0),
-                  "audio_out": d_out.get("audio_tokens", 0), "text_out": d_out.get("text_tokens", 0)}
-        s = self.settings
-        cost = (counts["audio_in"] * s.price_audio_in + counts["text_in"] * s.price_text_in
-                + counts["audio_out"] * s.price_audio_out + counts["text_out"] * s.price_text_out) / 1e6
-        for k, n in counts.items():
-            self.usage[k] = self.usage.get(k, 0) + int(n or 0)
-            self.metrics.tokens[k] += int(n or 0)
-        self.cost_usd += cost
-        self.metrics.cost_usd += cost
-
     # --- tools: the call is their ToolContext -------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         """Run work for this call (a tool, a control API action); teardown cancels what is left."""
@@ -263,7 +196,7 @@ class Call:
 
     async def _run_tool(self, ev: ToolCall) -> None:
         result = await self.tools.execute(self, ev.name, ev.arguments)
-        self.metrics.tools[(ev.name, "ok" if result.ok else "error")] += 1
+        self.metrics.tool_called(ev.name, result.ok)
         self.transcript.write("tool_call", name=ev.name, call_id=ev.call_id, arguments=ev.arguments,
                               ok=result.ok, result=result.output)
         if not result.ends_call and not self.ended:
@@ -407,7 +340,7 @@ class Call:
         self.metrics.call_ended({**stats, "model_reconnects": getattr(self.model, "reconnects", 0)})
         self.transcript.write("call_end", reason=self.end_reason, media=stats, usage=self.usage,
                               cost_usd=round(self.cost_usd, 6))
-        self.transcript.close()
+        await self._quietly("close transcript", self.transcript.aclose())   # call_end on disk before we return
         self.log.info("x call ended after %.1f s: %s; media %s", time.time() - self.started,
                       self.end_reason, stats)
 

@@ -20,6 +20,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ..config import HTTP_METHODS
+from ..providers.openai_realtime.credentials import use_env_proxy
+
 logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -226,13 +229,29 @@ class ToolRegistry:
 
 # --- api_call: URL allowlist ---------------------------------------------------------------------------------
 
-def allowed_url(allowlist: Iterable[str], endpoint: str) -> str:
+DEFAULT_METHODS = ("GET", "POST")  # a plain URL entry of the allowlist
+
+
+def _base(entry: Any) -> tuple[str, tuple[str, ...]]:
+    """An allowlist entry: a URL (GET, POST) or an object with `url` and `methods` (config.HttpToolBase)."""
+    return (entry, DEFAULT_METHODS) if isinstance(entry, str) else (entry.url, tuple(entry.methods))
+
+
+def _under(url: str, base: str) -> bool:
+    b, u = urlsplit(base if base.endswith("/") else base + "/"), urlsplit(url)
+    # netloc equality: same host and port, and no userinfo unless the base has it (it has not)
+    return (u.scheme in ("http", "https") and u.scheme == b.scheme and u.netloc.lower() == b.netloc.lower()
+            and (u.path + "/").startswith(b.path))
+
+
+def allowed_url(allowlist: Iterable[Any], endpoint: str, method: str | None = None) -> str:
     """Resolve `endpoint` against the allowlisted base URLs; return the first URL that stays under one.
 
-    Under means: same scheme, host and port, and a path starting with the base path. Raises: ValueError
-    (the message is for the model) for "..", "@", backslashes, control characters and anything outside.
+    Under means: same scheme, host and port, and a path starting with the base path. With `method`, the
+    most specific base the URL is under (longest path) must allow it. Raises: ValueError (the message is for
+    the model) for "..", "@", backslashes, control characters, anything outside, and a method not allowed.
     """
-    bases = list(allowlist)
+    bases = [_base(e) for e in allowlist]
     if not isinstance(endpoint, str):
         raise ValueError("endpoint must be a string")
     decoded = endpoint
@@ -240,16 +259,19 @@ def allowed_url(allowlist: Iterable[str], endpoint: str) -> str:
         decoded = unquote(decoded)
     if "@" in endpoint or any(c <= " " or c == "\x7f" for c in endpoint) or ".." in decoded or "\\" in decoded:
         raise ValueError("endpoint must not contain '..', '@', backslashes, spaces or control characters")
-    for base in bases:
-        b = urlsplit(base if base.endswith("/") else base + "/")
-        url = urljoin(b.geturl(), endpoint)
-        u = urlsplit(url)
-        # netloc equality: same host and port, and no userinfo unless the base has it (it has not)
-        if (u.scheme in ("http", "https") and u.scheme == b.scheme and u.netloc.lower() == b.netloc.lower()
-                and (u.path + "/").startswith(b.path)):
-            return url
-    raise ValueError(f"endpoint {endpoint[:100]!r} is not under an allowed base URL ({', '.join(bases)}); "
-                     "use a path relative to one of them, e.g. 'items/42'")
+    for base, _ in bases:
+        url = urljoin(base if base.endswith("/") else base + "/", endpoint)
+        if not _under(url, base):
+            continue
+        if method is not None:
+            base, methods = max(((b, m) for b, m in bases if _under(url, b)),
+                                key=lambda bm: len(urlsplit(bm[0]).path))   # the most specific base decides
+            if method not in methods:
+                raise ValueError(f"method {method} is not allowed under {base} (allowed: {', '.join(methods)}); "
+                                 "nothing was sent")
+        return url
+    raise ValueError(f"endpoint {endpoint[:100]!r} is not under an allowed base URL "
+                     f"({', '.join(b for b, _ in bases)}); use a path relative to one of them, e.g. 'items/42'")
 
 
 async def http_request(url: str, method: str, payload: dict | None, timeout_s: float, max_bytes: int) -> ToolResult:
@@ -258,7 +280,8 @@ async def http_request(url: str, method: str, payload: dict | None, timeout_s: f
     if payload is not None and method in ("GET", "DELETE"):  # no body: payload becomes the query string
         kwargs = {"params": {k: v if isinstance(v, str) else json.dumps(v) for k, v in payload.items()}}
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                         trust_env=use_env_proxy(url)) as session:  # HTTPS_PROXY, NO_PROXY
             async with session.request(method, url, allow_redirects=False, **kwargs) as resp:
                 buf = bytearray()
                 while len(buf) <= max_bytes:
@@ -329,19 +352,23 @@ def builtin_tools(settings: Any) -> list[Tool]:
     bases = list(settings.http_tool_allowlist)
     if bases:
         t_s, max_b = settings.http_tool_timeout_s, settings.http_tool_max_bytes
+        listed = [_base(e) for e in bases]
+        used = [m for m in HTTP_METHODS if any(m in ms for _, ms in listed)]  # the schema offers only these
+        Method = Literal[tuple(used)]  # type: ignore[valid-type]
 
-        @tool("api_call", "Call an HTTP API. Allowed base URLs: " + ", ".join(bases) + ". `endpoint` is a path "
+        @tool("api_call", "Call an HTTP API. Allowed base URLs and their methods: "
+              + "; ".join(f"{b} ({', '.join(ms)})" for b, ms in listed) + ". `endpoint` is a path "
               "relative to the first base URL (e.g. 'items/42') or a full URL under one of them. GET/DELETE send "
               "`payload` as query parameters, the other methods as a JSON body. Redirects are not followed. "
               "Returns {status, body, truncated}.")
         async def api_call(
                 ctx: ToolContext, *,
                 endpoint: Annotated[str, Field(description="path under an allowed base URL, e.g. 'items/42'")],
-                method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET",
+                method: Method = "GET" if "GET" in used else used[0],
                 payload: Annotated[dict[str, Any] | None, Field(description="query (GET/DELETE) or JSON body")] = None,
         ) -> ToolResult:
             try:
-                url = allowed_url(bases, endpoint)
+                url = allowed_url(bases, endpoint, method)
             except ValueError as exc:
                 return tool_error(str(exc))
             return await http_request(url, method, payload, t_s, max_b)

@@ -43,11 +43,19 @@ class Metrics:
         self.tools: Counter[tuple[str, str]] = Counter()
         self.tokens: Counter[str] = Counter()
         self.cost_usd = 0.0
+        self.model_failed_in_row = 0   # model responses that failed in a row, any call (/readyz: model_ok)
         self._app: VoiceAiApp | None = None
+        self._tool_names: frozenset[str] = frozenset()
 
     def attach(self, app: VoiceAiApp) -> None:
         self._app = app
+        self._tool_names = frozenset(app.tools.names)
         self.registry.register(_AppCollector(self))
+
+    def tool_called(self, name: str, ok: bool) -> None:
+        """Count a tool call. The name comes from the model: one it made up counts as "unknown", so a model
+        cannot create new label values (series) at will."""
+        self.tools[(name if name in self._tool_names else "unknown", "ok" if ok else "error")] += 1
 
     def call_ended(self, stats: dict[str, Any]) -> None:
         """Fold an ended call's media counters into the totals."""
@@ -75,6 +83,10 @@ class _AppCollector(Collector):
                 total[key] += int(st.get(key, 0))
             dropped.update(st.get("rx_dropped", {}))
         yield _gauge("voiceai_calls_active", "calls in progress", len(app.calls))
+        yield _gauge("voiceai_calls_originating", "outbound calls (POST /calls) ringing; they count against "
+                     "VOICEAI_MAX_CALLS", app.slots_used() - len(app.calls))
+        yield _gauge("voiceai_offline_demo", "1: no OPENAI_API_KEY, calls get the offline echo demo model",
+                     int(app.settings.offline_demo))
         yield _counter("voiceai_calls", "calls accepted", app.total_calls)
         yield _counter("voiceai_calls_refused", "calls refused (capacity or draining)", app.refused_calls)
         rtp = CounterMetricFamily("voiceai_rtp_packets", "RTP packets", labels=["direction"])

@@ -1,7 +1,7 @@
 """The narrow interface between a call and a speech-to-speech model provider.
 
 A `Call` only ever talks to a `ModelSession`: it feeds caller audio (24 kHz PCM16 LE), reads provider-neutral
-`ModelEvent`s, and reports a barge-in. OpenAI Realtime GA lives in `realtime.py`; another provider (Gemini
+`ModelEvent`s, and reports a barge-in. OpenAI Realtime GA lives in `openai_realtime/`; another provider (Gemini
 Live, ...) is one more module implementing the same protocol.
 """
 
@@ -49,9 +49,16 @@ class Transcript:
 
 @dataclass(frozen=True, slots=True)
 class ResponseDone:
-    status: str
+    status: str   # completed, cancelled, failed (a ModelError with the cause comes just before), incomplete
     reason: str | None
     usage: dict | None = field(default=None, compare=False)  # provider's token usage for this response
+    superseded: bool = False   # the server's own response, cancelled for ours (`respond_instead`): not heard
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdle:
+    """The caller said nothing for the idle timeout after the bot's last words (the provider's own timer)."""
+    silent_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +89,7 @@ class ModelClosed:
 
 
 ModelEvent = Union[SessionReady, AudioDelta, AudioDone, SpeechStarted, SpeechStopped, Transcript,
-                   ResponseDone, ToolCall, ModelError, ModelReconnected, ModelClosed]
+                   ResponseDone, CallerIdle, ToolCall, ModelError, ModelReconnected, ModelClosed]
 
 
 class ModelSession(Protocol):
@@ -105,6 +112,9 @@ class ModelSession(Protocol):
 
     def request_response(self, instructions: str | None = None) -> None:
         """Ask the model to speak now (greeting), once no response is active."""
+
+    def respond_instead(self, instructions: str) -> None:
+        """The server is about to answer by itself (after CallerIdle): speak `instructions` instead of that."""
 
     def say(self, text: str) -> None:
         """Operator line: make the bot tell the caller `text` (an instruction item plus a response)."""

@@ -18,6 +18,10 @@ A scripted response (``FakeRealtimeServer(script=...)``) may add a function call
 ``conversation.item.done`` -> ``response.output_item.done`` -> ``response.done`` listing both items. A
 ``function_call_output`` item is refused (``invalid_tool_call_id``) unless its ``call_id`` belongs to a
 function_call item in the conversation.
+
+``FakeRealtimeServer(fail_responses=[code, ...])`` makes a session's first responses fail as the live API's do:
+``response.created``, then ``response.done`` with status ``failed`` and ``status_details`` ``{"type": "failed",
+"error": {"type", "code"}}``, nothing in between.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from .schema import SERVER_ERROR_MESSAGE, RealtimeError, check_item, check_respo
 log = logging.getLogger(__name__)
 
 RATE = 24000
+FAIL_TYPES = {"insufficient_quota": "insufficient_quota", "rate_limit_exceeded": "rate_limit_exceeded",
+              "server_error": "server_error"}
 BYTES_PER_MS = RATE * 2 // 1000  # 48
 
 
@@ -44,6 +50,7 @@ class _Response:
     id: str
     params: dict
     script: dict | None = None  # the script entry this response plays, if any
+    fail: str | None = None     # error code this response fails with (FakeRealtimeServer fail_responses)
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
     task: asyncio.Task | None = None
@@ -123,7 +130,11 @@ class ConversationMixin:
         await self._cancel_response("client_cancelled")
 
     def _start_response(self, params: dict) -> None:
-        r = _Response(new_id("resp"), params, self._script.pop(0) if self._script else None)
+        self._idle_from_ms = None   # no idle timeout while the bot answers
+        if self._failures:
+            r = _Response(new_id("resp"), params, fail=self._failures.pop(0))
+        else:
+            r = _Response(new_id("resp"), params, self._script.pop(0) if self._script else None)
         self._active = r
         r.task = self._spawn(self._run_response(r))
 
@@ -207,6 +218,8 @@ class ConversationMixin:
                 "audio": {"output": {"format": out_audio["format"], "voice": out_audio["voice"]}},
                 "usage": None, "metadata": p.get("metadata")}
         await self._send("response.created", response=copy.deepcopy(resp))
+        if r.fail is not None:
+            return await self._fail_response(r, resp)
         await self._send("rate_limits.updated", rate_limits=[
             {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
             {"name": "tokens", "limit": 40000, "remaining": 35000, "reset_seconds": 7.5}])
@@ -237,10 +250,21 @@ class ConversationMixin:
                                                    "image_tokens": 0, "cached_tokens": 0, "cached_tokens_details":
                                                    {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
                            "output_token_details": {"text_tokens": out_text_tok, "audio_tokens": out_audio_tok}})
+        await self._finish(r, resp, 0 if cancelled else sent_bytes / BYTES_PER_MS)
+
+    async def _finish(self, r: _Response, resp: dict, playback_ms: float) -> None:
+        """response.done; an idle timeout counts from when the caller has heard the response (A.4)."""
         if self._active is r:
             self._active = None
+        self._idle_from_ms = len(self.audio) / BYTES_PER_MS + playback_ms
         self.responses.append(resp)
         await self._send("response.done", response=copy.deepcopy(resp))
+
+    async def _fail_response(self, r: _Response, resp: dict) -> None:
+        """A response that fails at once (quota, rate limit, server error), shaped as the live API's."""
+        kind = FAIL_TYPES.get(r.fail or "", "server_error")
+        resp.update(status="failed", status_details={"type": "failed", "error": {"type": kind, "code": r.fail}})
+        await self._finish(r, resp, 0)
 
     async def _stream_message(self, r: _Response, t0: float, is_audio: bool, pcm: bytes, text: str,
                               in_conv: bool) -> tuple[dict, bool, int, str]:

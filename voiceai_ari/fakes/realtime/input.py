@@ -4,7 +4,9 @@
 and the energy VAD (``fake_vad``) that turns appended audio into ``speech_started``/``speech_stopped``/
 ``committed`` + a user item, starts a response (``create_response``) and cancels the active one on speech
 (``interrupt_response``). ``semantic_vad`` is accepted and run as the same energy VAD with its
-``eagerness`` mapped to a silence duration.
+``eagerness`` mapped to a silence duration. ``idle_timeout_ms`` (server_vad): that much input audio without
+speech after the last response was heard (its ``response.done`` plus its audio's length, in the input-audio
+clock) gives ``timeout_triggered``, the silence committed as an item, and a response, as the reference says.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class InputAudioMixin:
         for kind, ms in self._vad.feed(pcm):
             if kind == "start":
                 self._speech = (new_id("item"), ms)
+                self._idle_from_ms = None
                 await self._send("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._speech[0])
                 if self._active is not None and self._turn_detection.get("interrupt_response", True):
                     await self._cancel_response("turn_detected")
@@ -75,9 +78,31 @@ class InputAudioMixin:
                 item_id, start_ms = self._speech
                 self._speech = None
                 await self._send("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=item_id)
+                self._idle_from_ms = ms
                 await self._commit(item_id, start_ms * BYTES_PER_MS, ms * BYTES_PER_MS)
                 if self._turn_detection.get("create_response", True) and self._active is None:
                     self._start_response({})
+        await self._check_idle()
+
+    async def _check_idle(self) -> None:
+        """server_vad ``idle_timeout_ms``: that long of input audio without speech after the last response
+        was heard -> ``timeout_triggered``, the silent audio committed as an item, and a response (A.7)."""
+        td = self._turn_detection
+        idle_ms = td.get("idle_timeout_ms") if td is not None else None
+        if not idle_ms or self._idle_from_ms is None or self._speech is not None or self._active is not None:
+            return
+        now_ms = len(self.audio) / BYTES_PER_MS
+        if now_ms - self._idle_from_ms < idle_ms:
+            return
+        start_ms, self._idle_from_ms = self._idle_from_ms, None
+        item_id = new_id("item")
+        await self._send("input_audio_buffer.timeout_triggered", audio_start_ms=int(start_ms),
+                         audio_end_ms=int(now_ms), item_id=item_id)
+        said = self._last_utterance   # silence is no utterance to echo
+        await self._commit(item_id, int(start_ms) * BYTES_PER_MS, len(self.audio))
+        self._last_utterance = said
+        if td.get("create_response", True) and self._active is None:
+            self._start_response({})
 
     async def _on_input_audio_buffer_commit(self, ev: dict) -> None:
         have_ms = (len(self.audio) - self._buf_start) / BYTES_PER_MS

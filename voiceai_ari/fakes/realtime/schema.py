@@ -156,6 +156,39 @@ def _check_turn_detection(td: Any, p: str) -> None:
             raise bad_type(p + "." + key, "a non-negative integer", td[key])
     if kind == "semantic_vad" and td.get("eagerness", "auto") not in ("low", "medium", "high", "auto"):
         raise bad_value(p + ".eagerness", td["eagerness"], ("low", "medium", "high", "auto"))
+    idle = td.get("idle_timeout_ms")   # server_vad only: semantic_vad refuses it as an unknown parameter
+    if idle is not None and (isinstance(idle, bool) or not isinstance(idle, int) or idle < 0):
+        raise bad_type(p + ".idle_timeout_ms", "a non-negative integer", idle)
+
+
+REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+NOISE_REDUCTION = ("near_field", "far_field")
+
+
+def _check_reasoning(r: Any, p: str) -> None:
+    if r is None:
+        return
+    if not isinstance(r, dict):
+        raise bad_type(p, "an object", r)
+    check_keys(r, {"effort"}, p + ".")
+    if r.get("effort") is not None and r["effort"] not in REASONING_EFFORTS:
+        raise bad_value(p + ".effort", r["effort"], REASONING_EFFORTS)
+
+
+def _check_truncation(t: Any, p: str) -> None:
+    if isinstance(t, str):
+        if t not in ("auto", "disabled"):
+            raise bad_value(p, t, ("auto", "disabled"))
+        return
+    if not isinstance(t, dict):
+        raise bad_type(p, "a string or an object", t)
+    check_keys(t, {"type", "retention_ratio", "token_limits"}, p + ".")
+    if need(t, "type", p + ".", str, "a string") != "retention_ratio":
+        raise bad_value(p + ".type", t["type"], ("retention_ratio",))
+    ratio = need(t, "retention_ratio", p + ".", (int, float), "a number")
+    if isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
+        raise RealtimeError("invalid_value", f"Invalid '{p}.retention_ratio': expected a number between 0 and 1.",
+                            p + ".retention_ratio")
 
 
 def _check_modalities(mods: Any, p: str) -> None:
@@ -194,6 +227,9 @@ def _check_audio(audio: Any, p: str) -> None:
         for key in ("transcription", "noise_reduction"):
             if sub.get(key) is not None and not isinstance(sub[key], dict):
                 raise bad_type(f"{q}.{key}", "an object", sub[key])
+        nr = sub.get("noise_reduction")
+        if nr is not None and need(nr, "type", q + ".noise_reduction.", str, "a string") not in NOISE_REDUCTION:
+            raise bad_value(q + ".noise_reduction.type", nr["type"], NOISE_REDUCTION)
         if "voice" in sub and not isinstance(sub["voice"], (str, dict)):
             raise bad_type(q + ".voice", "a string", sub["voice"])
         spd = sub.get("speed", 1.0)
@@ -236,6 +272,10 @@ def merge_session(current: dict, patch: Any, *, audio_produced: bool) -> dict:
                             "1 and 4096, or 'inf'.", "session.max_output_tokens")
     if "audio" in patch:
         _check_audio(patch["audio"], "session.audio")
+    if "reasoning" in patch:
+        _check_reasoning(patch["reasoning"], "session.reasoning")
+    if "truncation" in patch:
+        _check_truncation(patch["truncation"], "session.truncation")
     patch = {k: v for k, v in patch.items() if k != "model"}  # the model never changes
     out_p = patch.get("audio", {}).get("output", {})
     cur_out = current["audio"]["output"]

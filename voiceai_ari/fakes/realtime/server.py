@@ -1,15 +1,9 @@
-"""A protocol-faithful fake of the OpenAI Realtime API (GA) on aiohttp.web.
-
-Used by the tests and as the offline demo model when no API key is set. It speaks the GA wire
-protocol of ``/work/shared/reference/realtime-api.md`` part A: ``session.created`` first, validated
-client events with real-looking ``error`` events, an energy VAD (``fake_vad``) that emits
-``speech_started``/``speech_stopped``/``committed``, responses in the A.7.1 event order whose audio
-is a tone, an echo of the caller's last utterance, or a WAV file, streamed in uneven chunks faster
-than real time, plus barge-in, ``response.cancel``, ``conversation.item.truncate`` and hooks to drop
-or expire a session. A ``script`` makes a session's responses, in order, play given audio and emit
-function calls (A.9). Every event sent is logged with its loop time (``FakeSession.sent``). Schema
-and validation live in ``fake_realtime_schema``, input audio and VAD in ``fake_realtime_input``, items
-and responses in ``fake_realtime_conversation``.
+"""A protocol-faithful fake of the OpenAI Realtime API (GA) on aiohttp.web: the tests' model and the
+offline demo. It speaks part A of the reference: ``session.created`` first, validated client events with
+real-looking ``error`` events (``schema.py``), an energy VAD with ``idle_timeout_ms`` (``input.py``),
+responses in the A.7.1 event order whose audio is a tone, an echo or a WAV file, streamed in uneven chunks
+faster than real time, barge-in, cancel, truncate, scripted audio and function calls, failing responses
+(``conversation.py``), and hooks to drop or expire a session. Every event sent is logged with its loop time.
 
 CLI: ``python -m voiceai_ari.fakes.realtime.server --port 8765 --mode tone`` (also ``voiceai-ari fake-realtime``).
 """
@@ -79,6 +73,8 @@ class FakeSession(InputAudioMixin, ConversationMixin):
         self._tasks: set[asyncio.Task] = set()
         self._vad: EnergyVad | None = None
         self._script = list(server.script)  # entries not yet used by a response of this session
+        self._failures = list(server.fail_responses)  # error codes for this session's next responses
+        self._idle_from_ms: float | None = 0.0  # input audio time from which silence counts (idle_timeout_ms)
         self._configure_vad()
 
     # ---- test API -------------------------------------------------------------------------------
@@ -220,14 +216,17 @@ class FakeRealtimeServer:
     "transcript", "text", "function_call": {"name", "arguments": dict|str}}``: no "audio" means
     ``mode``'s audio; "none" means no assistant message unless "text" is given (then a text message);
     "text" is also the message text of a text-modality response (default: the transcript). A
-    ``function_call`` adds a function_call item after the message (A.9)."""
+    ``function_call`` adds a function_call item after the message (A.9). ``fail_responses``: error codes
+    (``insufficient_quota``, ``rate_limit_exceeded``, ``server_error``) each session's first responses fail
+    with, in order: ``response.created``, then ``response.done`` status ``failed`` with
+    ``status_details.error {type, code}``."""
 
     def __init__(self, *, mode: str = "echo", tone_hz: float = 440.0, tone_seconds: float = 2.0,
                  wav_path: str | None = None, host: str = "127.0.0.1", port: int = 0, speed: float = 4.0,
                  api_key: str | None = None, vad_threshold_dbfs: float = -40.0, response_delay_s: float = 0.0,
                  seed: int | None = None, max_session_s: float | None = None,
                  reject_after_upgrade: bool = False, script: list[dict] | None = None,
-                 keep_history: bool = True) -> None:
+                 keep_history: bool = True, fail_responses: list[str] | None = None) -> None:
         if mode not in ("tone", "echo", "wav"):
             raise ValueError(f"mode must be 'tone', 'echo' or 'wav', not {mode!r}")
         if mode == "wav" and not wav_path:
@@ -239,6 +238,7 @@ class FakeRealtimeServer:
         self.vad_threshold_dbfs, self.response_delay_s, self.seed = vad_threshold_dbfs, response_delay_s, seed
         self.max_session_s, self.reject_after_upgrade = max_session_s, reject_after_upgrade
         self.script = check_script(script)  # ValueError on a malformed entry
+        self.fail_responses = list(fail_responses or [])
         # tests read sessions, received and sent events; the embedded demo model keeps none of it
         self.keep_history = keep_history
         self.client_secrets: dict[str, tuple[float, dict]] = {}  # ek_ value -> (expires_at, session)

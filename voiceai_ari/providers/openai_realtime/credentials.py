@@ -6,12 +6,19 @@
   onto the Realtime socket.
 - `token_service`: GET a configured URL returning `{value, expires_at}`; a separate backend holds the master
   key and this process never sees it. The token is reused until shortly before it expires.
+
+Outbound connections to the model side (this module, the Realtime WebSocket, `api_call`) honour the usual
+HTTPS_PROXY / HTTP_PROXY / NO_PROXY environment variables, except to loopback addresses (`use_env_proxy`).
+
+A token service URL may carry a secret (`https://user:pw@host/mint?key=...`): error messages, and so the log
+lines made from them, show it through `redact_url` only.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -61,17 +68,41 @@ class TokenService:
         return value
 
 
-async def _request(method: str, url: str, headers: dict[str, str], body: Any) -> dict[str, Any]:
+def use_env_proxy(url: str) -> bool:
+    """Whether the proxy environment variables apply to `url`: not for loopback hosts (the embedded demo
+    model, local fakes), which a proxy could not reach and must not see (as Go's net/http decides)."""
+    from ...config import _loopback
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return host is not None and not _loopback(host)
+
+
+def redact_url(url: str) -> str:
+    """`url` fit for a log line: no userinfo, and the query and fragment replaced by "?..."."""
+    try:
+        p = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = p.netloc.rpartition("@")[2]
+    return f"{p.scheme}://{netloc}{p.path}" + ("?..." if p.query or p.fragment else "")
+
+
+async def _request(method: str, url: str, headers: dict[str, str], body: Any) -> dict[str, Any]:
+    """One JSON request. Raises: ConnectionError (OSError) or ValueError, naming the URL without its secrets."""
+    shown = redact_url(url)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                         trust_env=use_env_proxy(url)) as s:   # HTTPS_PROXY, NO_PROXY
             async with s.request(method, url, headers=headers, json=body) as r:
                 if r.status >= 400:
-                    raise ConnectionRefusedError(f"{method} {url} -> HTTP {r.status}")
+                    raise ConnectionRefusedError(f"{method} {shown} -> HTTP {r.status}")
                 data = await r.json(content_type=None)
-    except aiohttp.ClientError as exc:
-        raise ConnectionError(f"{method} {url}: {type(exc).__name__}") from None
+    except (aiohttp.ClientError, ValueError) as exc:  # aiohttp's messages quote the full URL: never pass them on
+        raise ConnectionError(f"{method} {shown}: {type(exc).__name__}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{url} did not answer with a JSON object")
+        raise ValueError(f"{shown} did not answer with a JSON object")
     return data
 
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pybase64
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..base import (AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, SpeechStarted,
-                    SpeechStopped, ToolCall, Transcript)
+from ..base import (AudioDelta, AudioDone, CallerIdle, ModelError, ModelEvent, ResponseDone, SessionReady,
+                    SpeechStarted, SpeechStopped, ToolCall, Transcript)
+from .session_config import SessionConfig
+
+__all__ = ["RealtimeProtocol", "SessionConfig"]
 
 log = logging.getLogger("voiceai.realtime")
 
@@ -31,6 +34,8 @@ FATAL_CODES = frozenset({"invalid_api_key", "model_not_found", "beta_api_shape_d
 HISTORY_MAX = 40   # finished turns kept to re-seed a new session
 BYTES_PER_MS = 48  # 24 kHz * 2 bytes
 _DELTA_TYPE = '"response.output_audio.delta"'
+OWN_METADATA = {"voiceai": "replacement"}   # marks the responses we ask for in place of the server's own
+_OWN_MARK = json.dumps(OWN_METADATA)
 
 
 def _json_string_field(text: str, key: str) -> str | None:
@@ -68,47 +73,6 @@ def _audio_delta_fields(text: str) -> tuple[str, str] | None:
     return item_id, b64
 
 
-@dataclass(frozen=True)
-class SessionConfig:
-    """What goes into `session.update`; built from Settings by the app."""
-    model: str = "gpt-realtime"
-    instructions: str = ""
-    voice: str = "marin"
-    vad_threshold: float = 0.5
-    vad_prefix_padding_ms: int = 300
-    vad_silence_ms: int = 500
-    vad_type: str = "server_vad"          # or "semantic_vad"
-    vad_eagerness: str = "auto"           # semantic_vad only
-    interrupt_response: bool = True       # the server cancels its response when the caller speaks
-    transcription_model: str = ""
-    tools: list[dict[str, Any]] = field(default_factory=list)
-
-    def turn_detection(self) -> dict[str, Any]:
-        if self.vad_type == "semantic_vad":
-            return {"type": "semantic_vad", "eagerness": self.vad_eagerness, "create_response": True,
-                    "interrupt_response": self.interrupt_response}
-        return {"type": "server_vad", "threshold": self.vad_threshold,
-                "prefix_padding_ms": self.vad_prefix_padding_ms, "silence_duration_ms": self.vad_silence_ms,
-                "create_response": True, "interrupt_response": self.interrupt_response}
-
-    def session(self) -> dict[str, Any]:
-        audio_in: dict[str, Any] = {
-            "format": {"type": "audio/pcm", "rate": 24000},
-            "turn_detection": self.turn_detection(),
-        }
-        if self.transcription_model:
-            audio_in["transcription"] = {"model": self.transcription_model}
-        return {
-            "type": "realtime",
-            "output_modalities": ["audio"],
-            "instructions": self.instructions,
-            "audio": {"input": audio_in,
-                      "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice}},
-            "tools": self.tools,
-            "tool_choice": "auto",
-        }
-
-
 class _ServerEvent(BaseModel):
     """The fields of GA server events that the protocol reads (everything else is ignored)."""
     model_config = ConfigDict(extra="ignore")
@@ -124,6 +88,7 @@ class _ServerEvent(BaseModel):
     name: str | None = None
     arguments: str | None = None
     error: dict[str, Any] | None = None
+    audio_start_ms: int | None = None
     audio_end_ms: int | None = None
 
 
@@ -144,6 +109,9 @@ class RealtimeProtocol:
         self._heard: dict[str, float] = {}        # interrupted item -> share of its audio the caller heard
         self.bad_events = 0
         self._seq = 0
+        self._replace_next = False               # cancel the next response the server starts by itself
+        self.muted: str | None = None            # a response being cancelled unheard: its output is dropped
+        self._urgent: list[str] = []             # client events that go after the current server event
 
     def new_session(self) -> None:
         """Forget the per-session state before a new connection; the history stays."""
@@ -152,6 +120,8 @@ class RealtimeProtocol:
         self._audio_bytes.clear()
         self.done_items.clear()
         self._pending.clear()
+        self._urgent.clear()
+        self._replace_next, self.muted = False, None
 
     def restore_history(self) -> list[str]:
         """conversation.item.create events that re-seed a new session with the earlier turns' text."""
@@ -199,6 +169,34 @@ class RealtimeProtocol:
 
     def request_response(self, instructions: str | None = None) -> list[str]:
         return self._after_response(self._response_create(instructions))
+
+    def respond_instead(self, instructions: str) -> list[str]:
+        """Speak `instructions` in place of the response the server starts by itself (idle timeout, A.4).
+
+        The server's response is cancelled as soon as it is created (it is recognised by not carrying our
+        metadata), and its audio and text are dropped; ours goes once the cancelled one is done. Returns
+        what may go now."""
+        ours = json.dumps({"type": "response.create", "event_id": self._event_id(),
+                           "response": {"instructions": instructions, "metadata": OWN_METADATA}})
+        out: list[str] = []
+        if self.response_active and self.response_id is not None:   # the server's is already running
+            self.muted = self.response_id
+            out.append(json.dumps({"type": "response.cancel", "event_id": self._event_id(),
+                                   "response_id": self.response_id}))
+        else:
+            self._replace_next = True
+            self.response_active = True   # until the server's response has come and gone
+        self._pending.append(ours)
+        return out
+
+    def no_response_to_replace(self) -> list[str]:
+        """The server did not start a response after all: what `respond_instead` held may go now."""
+        if not self._replace_next:
+            return []
+        self._replace_next = False
+        if self.response_id is None:
+            self.response_active = False
+        return self.take_pending()
 
     def tool_result(self, call_id: str, output: str, respond: bool) -> list[str]:
         out = [json.dumps({"type": "conversation.item.create", "event_id": self._event_id(),
@@ -257,6 +255,8 @@ class RealtimeProtocol:
     # --- server events -----------------------------------------------------------------------------------
     def receive(self, text: str | bytes) -> list[ModelEvent]:
         if isinstance(text, str) and _DELTA_TYPE in text[:64]:
+            if self.muted is not None and self.muted in text:
+                return []    # audio of a response being cancelled unheard
             fast = _audio_delta_fields(text)
             if fast is not None:
                 return self._audio_delta(*fast)
@@ -269,6 +269,8 @@ class RealtimeProtocol:
         handler = getattr(self, "on_" + ev.type.replace(".", "_"), None)
         if handler is None:
             return []
+        if self.muted is not None and ev.response_id == self.muted:
+            return []        # output of a response being cancelled unheard (its response.done still counts)
         return handler(ev)
 
     def on_response_output_audio_delta(self, ev: _ServerEvent) -> list[ModelEvent]:
@@ -301,14 +303,27 @@ class RealtimeProtocol:
         return [SessionReady(self.session_id or "")]
 
     def on_input_audio_buffer_speech_started(self, ev: _ServerEvent) -> list[ModelEvent]:
+        # the caller is back: a replacement for an idle answer not yet asked for is not wanted any more
+        self._replace_next = False
+        self._pending = [m for m in self._pending if _OWN_MARK not in m]
         return [SpeechStarted(ev.item_id)]
 
     def on_input_audio_buffer_speech_stopped(self, ev: _ServerEvent) -> list[ModelEvent]:
         return [SpeechStopped(ev.item_id)]
 
+    def on_input_audio_buffer_timeout_triggered(self, ev: _ServerEvent) -> list[ModelEvent]:
+        silent = (ev.audio_end_ms or 0) - (ev.audio_start_ms or 0)
+        return [CallerIdle(max(silent, 0))]
+
     def on_response_created(self, ev: _ServerEvent) -> list[ModelEvent]:
+        r = ev.response or {}
         self.response_active = True
-        self.response_id = str((ev.response or {}).get("id") or "") or None
+        self.response_id = str(r.get("id") or "") or None
+        if self._replace_next and r.get("metadata") != OWN_METADATA and self.response_id is not None:
+            self._replace_next = False
+            self.muted = self.response_id
+            self._urgent.append(json.dumps({"type": "response.cancel", "event_id": self._event_id(),
+                                            "response_id": self.response_id}))
         return []
 
     def on_response_done(self, ev: _ServerEvent) -> list[ModelEvent]:
@@ -316,16 +331,29 @@ class RealtimeProtocol:
         self.response_id = None
         r = ev.response or {}
         details = r.get("status_details") or {}
-        return [ResponseDone(str(r.get("status", "")), details.get("reason"), r.get("usage"))]
+        status = str(r.get("status", ""))
+        superseded = self.muted is not None and r.get("id") == self.muted
+        if superseded:
+            self.muted = None
+        done = ResponseDone(status, details.get("reason"), r.get("usage"), superseded)
+        if status != "failed":
+            return [done]
+        # quota, rate limit, server error: the cause is in status_details.error {type, code} (A.7)
+        err = details.get("error") or {}
+        code = str(err.get("code") or err.get("type") or "unknown")
+        message = str(err.get("message") or f"response failed ({err.get('type') or 'no details'})")
+        return [ModelError(code, message, code in FATAL_CODES), done]
 
     def take_pending(self) -> list[str]:
-        """Held client events that may go now (called by the adapter after each server event)."""
+        """Client events that may go now (called by the adapter after each server event): urgent ones
+        (a cancel), then one held response.create once no response is active."""
+        out, self._urgent = self._urgent, []
         if self.response_active or not self._pending:
-            return []
+            return out
         msg = self._pending.pop(0)
         if '"response.create"' in msg:
             self.response_active = True
-        return [msg]
+        return out + [msg]
 
     def _tool_call(self, call_id: str | None, name: str | None, arguments: str | None) -> list[ModelEvent]:
         # both function_call_arguments.done and output_item.done carry the call: run it once (A.9)

@@ -18,7 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
-from .credentials import ApiKey, Credentials
+from .credentials import ApiKey, Credentials, use_env_proxy
 from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected
 from .protocol import RealtimeProtocol, SessionConfig
 
@@ -26,6 +26,7 @@ log = logging.getLogger("voiceai.realtime")
 
 CANCEL_GRACE = 0.3                # s after a barge-in before we cancel a response the server did not cancel
 RECONNECT_DELAYS = (0.2, 1.0)     # s before each reconnect attempt; "fails twice" = give up
+OWN_RESPONSE_WAIT = 1.5           # s to wait for the server's own response that `respond_instead` replaces
 
 
 WRITE_NOW_LIMIT = 64 * 1024      # bytes already buffered in the transport beyond which messages queue
@@ -79,7 +80,8 @@ class RealtimeSession:
         token = await asyncio.wait_for(self._credentials.bearer(), self._connect_timeout)
         ws = await asyncio.wait_for(connect(
             self.url, additional_headers={"Authorization": f"Bearer {token}"},
-            compression=None, max_size=16 * 2**20, proxy=None, ping_interval=20, ping_timeout=20,
+            compression=None, max_size=16 * 2**20, ping_interval=20, ping_timeout=20,
+            proxy=True if use_env_proxy(self.url) else None,   # HTTPS_PROXY, NO_PROXY; never for loopback
             open_timeout=self._connect_timeout), self._connect_timeout)
         try:
             # the server speaks first: session.created, or an error (the live API authenticates after the
@@ -129,6 +131,17 @@ class RealtimeSession:
     def request_response(self, instructions: str | None = None) -> None:
         for msg in self.proto.request_response(instructions):
             self._put(msg)
+
+    def respond_instead(self, instructions: str) -> None:
+        for msg in self.proto.respond_instead(instructions):
+            self._put(msg)
+        # the server answers an idle timeout by itself (A.7); should it not, ours must not wait forever
+        asyncio.get_running_loop().call_later(OWN_RESPONSE_WAIT, self._no_response_to_replace)
+
+    def _no_response_to_replace(self) -> None:
+        if not self._closing:
+            for msg in self.proto.no_response_to_replace():
+                self._put(msg)
 
     def say(self, text: str) -> None:
         for msg in self.proto.say(text):
