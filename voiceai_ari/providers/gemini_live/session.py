@@ -18,8 +18,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from ...media.resample import StreamResampler
+from ...proxy import use_env_proxy
 from ..base import MODEL_RATE, ModelClosed, ModelError, ModelEvent, ModelReconnected, SessionReady
-from ..outbox import Outbox
+from ..websocket import Outbox
 from .protocol import INPUT_RATE, GeminiConfig, GeminiProtocol
 
 log = logging.getLogger("voiceai.gemini")
@@ -58,8 +59,8 @@ class GeminiSession:
         """Open a socket, send `setup` (with the resumption handle if there is one), wait for setupComplete."""
         ws = await asyncio.wait_for(connect(
             self.url, additional_headers={"x-goog-api-key": self._key}, compression=None, max_size=16 * 2**20,
-            proxy=None, ping_interval=20, ping_timeout=20, open_timeout=self._connect_timeout),
-            self._connect_timeout)
+            proxy=True if use_env_proxy(self.url) else None,   # HTTPS_PROXY, NO_PROXY; never for loopback
+            ping_interval=20, ping_timeout=20, open_timeout=self._connect_timeout), self._connect_timeout)
         try:
             try:
                 await ws.send(self.proto.setup_message())

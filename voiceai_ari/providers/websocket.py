@@ -57,6 +57,11 @@ class Outbox:
             await asyncio.gather(self._sender, return_exceptions=True)
             self._sender = None
 
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the send task (0 while everything is written at once)."""
+        return self._out.qsize()
+
     def put(self, msg: str, audio: bool = False) -> None:
         ws = self._ws
         if ws is not None and self._out.empty() and write_now(ws, msg):
