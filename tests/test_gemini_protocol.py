@@ -82,7 +82,8 @@ def test_tool_calls_are_answered_once_by_id_and_never_when_cancelled():
         {"id": "function-call-1", "name": "send_dtmf", "args": {"digits": "12"}},
         {"id": "function-call-2", "name": "hangup_call", "args": {}}]}}))
     assert evs == [ToolCall("function-call-1", "send_dtmf", '{"digits": "12"}'),
-                   ToolCall("function-call-2", "hangup_call", "{}")]
+                   ToolCall("function-call-2", "hangup_call", "{}"),
+                   ResponseDone("completed", "tool_call")]   # no turn open: the model waits, silent
     assert p.receive(json.dumps({"toolCall": {"functionCalls": [{"id": "function-call-1", "name": "send_dtmf"}]}})) == []
     (msg,) = p.tool_result("function-call-1", '{"status": "sent"}')
     assert json.loads(msg) == {"toolResponse": {"functionResponses": [
@@ -93,6 +94,14 @@ def test_tool_calls_are_answered_once_by_id_and_never_when_cancelled():
     p.receive(json.dumps({"toolCall": {"functionCalls": [{"id": "c3", "name": "api_call", "args": {}}]}}))
     (err,) = p.tool_result("c3", '{"error": "not allowed"}')
     assert json.loads(err)["toolResponse"]["functionResponses"][0]["response"] == {"error": "not allowed"}
+
+
+def test_a_call_inside_a_turn_leaves_the_end_of_the_turn_to_turn_complete():
+    p = GeminiProtocol(GeminiConfig())
+    p.receive(audio(b"\x01\x00" * 8))
+    evs = p.receive(json.dumps({"toolCall": {"functionCalls": [{"id": "c1", "name": "hangup_call", "args": {}}]}}))
+    assert evs == [ToolCall("c1", "hangup_call", "{}")]
+    assert p.receive(json.dumps({"serverContent": {"turnComplete": True}}))[-1].status == "completed"
 
 
 def test_a_call_from_a_dropped_connection_is_answered_as_text():

@@ -286,6 +286,10 @@ class GeminiProtocol:
             self._tool_names[call_id] = fc["name"]
             args = fc.get("args")
             out.append(ToolCall(call_id, fc["name"], json.dumps(args if isinstance(args, dict) else {})))
+        if out and self._item is None:
+            # a call after turnComplete: no turnComplete follows until the result is in, and the model is
+            # silent meanwhile; say its reply is over, or a hangup would wait for it forever
+            out.append(ResponseDone("completed", "tool_call"))
         return out
 
     def new_connection(self) -> None:
