@@ -162,11 +162,11 @@ class SimCall:
                 self.in_wire_us.append(((t // 1000) - item[1]) & 0xFFFFFFFF)
 
         def on_audio(pcm: bytes) -> None:
-            dropped, queued = session.dropped_audio, session._out.qsize()
+            dropped, queued = session.dropped_audio, session._outbox.queued
             send_audio(pcm)
             if session.dropped_audio != dropped:
                 return
-            if session._out.qsize() > queued:
+            if session._outbox.queued > queued:
                 fifo.append(inside[0])   # queued: timed when the send task writes it
             else:
                 record(inside[0])        # written to the socket inside send_audio

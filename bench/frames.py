@@ -9,7 +9,7 @@ not count. Everything the bot does per frame is the same objects and calls as ``
 
 Inbound (caller -> model), per 20 ms: one slin24 RTP datagram -> ``InboundFilter.accept`` -> the byte swap
 (``codec.slin_be_to_le``; Asterisk already resampled to 24 kHz) -> ``RealtimeProtocol.append_audio`` (base64 +
-JSON) -> the WebSocket write (``realtime_session._write_now``: websockets' sans-I/O framing + transport.write).
+JSON) -> the WebSocket write (``providers.websocket.write_now``: websockets' sans-I/O framing + transport.write).
 Outbound (model -> caller): ``RealtimeProtocol.receive`` of a 20 ms ``response.output_audio.delta`` (key
 search + base64 decode) -> ``StreamResampler`` 24->16 kHz -> ``Playout`` push/pop -> G.722 encode ->
 ``RtpSender.packet`` -> ``sendto``; the 20 ms tick is the process's one ``media.FrameClock``.
@@ -33,7 +33,7 @@ import numpy as np
 from voiceai_ari.media.codec import make_encoder, slin_be_to_le
 from voiceai_ari.media.playout import PacingClock, Playout
 from voiceai_ari.providers.openai_realtime.protocol import RealtimeProtocol, SessionConfig
-from voiceai_ari.providers.openai_realtime.session import _write_now
+from voiceai_ari.providers.websocket import write_now as _write_now
 from voiceai_ari.media.resample import StreamResampler
 from voiceai_ari.media.rtp import InboundFilter, RtpPacket, RtpSender
 

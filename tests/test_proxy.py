@@ -17,7 +17,8 @@ from aiohttp import web
 from voiceai_ari.call.tools import build_registry
 from voiceai_ari.config import Settings
 from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
-from voiceai_ari.providers.openai_realtime.credentials import TokenService, use_env_proxy
+from voiceai_ari.providers.openai_realtime.credentials import TokenService
+from voiceai_ari.proxy import use_env_proxy
 from voiceai_ari.providers.openai_realtime.protocol import SessionConfig
 from voiceai_ari.providers.openai_realtime.session import RealtimeSession
 

@@ -232,7 +232,7 @@ async def test_token_service_token_is_reused_until_it_expires():
 async def test_audio_is_written_at_once_and_keeps_its_order_when_the_socket_backs_up(fake):
     """Appends go straight to the transport; while it reports a backlog they queue, and everything reaches
     the server in the order it was sent (nothing is written directly while anything is queued)."""
-    from voiceai_ari.providers.openai_realtime import session as rs
+    from voiceai_ari.providers import websocket as outbox
 
     s = RealtimeSession(fake.url, "sk-test", SessionConfig(vad_threshold=0.99))
     await s.start()
@@ -243,11 +243,11 @@ async def test_audio_is_written_at_once_and_keeps_its_order_when_the_socket_back
         chunks = [bytes([k]) * 960 for k in range(60)]
         for c in chunks[:20]:
             s.send_audio(c)
-        assert s._out.qsize() == 0                          # written inside send_audio
-        transport.get_write_buffer_size = lambda: rs.WRITE_NOW_LIMIT + 1   # "backed up"
+        assert s._outbox.queued == 0                          # written inside send_audio
+        transport.get_write_buffer_size = lambda: outbox.WRITE_NOW_LIMIT + 1   # "backed up"
         for c in chunks[20:40]:
             s.send_audio(c)
-        assert s._out.qsize() > 0
+        assert s._outbox.queued > 0
         transport.get_write_buffer_size = real_size
         for c in chunks[40:]:
             s.send_audio(c)                                 # queued behind the backlog, not written first

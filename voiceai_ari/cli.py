@@ -1,4 +1,5 @@
-"""Command line: `voiceai-ari run` (serve calls) and `voiceai-ari fake-realtime` (the offline model)."""
+"""Command line: `voiceai-ari run` (serve calls), `voiceai-ari check`, and the fake model servers
+`voiceai-ari fake-realtime` / `voiceai-ari fake-gemini`."""
 
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voiceai")
 
-OFFLINE_BANNER = ("OPENAI_API_KEY is not set: serving calls with the OFFLINE DEMO MODEL "
-                  "(an embedded fake Realtime server in echo mode: the bot repeats what the caller said). "
-                  "VOICEAI_DEMO=off makes a missing key a start-up error.")
-DEMO_CALL_WARNING = ("offline demo call: the caller gets the echo demo model, not OpenAI (OPENAI_API_KEY is not "
-                     "set; VOICEAI_DEMO=off refuses to start without it)")
+DEMO_CALL_WARNING = ("offline demo call: the caller gets the echo demo model, not the real one (no API key for "
+                     "the provider: OPENAI_API_KEY, or GEMINI_API_KEY for gemini-live; VOICEAI_DEMO=off refuses "
+                     "to start without it)")
+
+
+def offline_banner(settings: Settings) -> str:
+    key = "GEMINI_API_KEY" if settings.provider == "gemini-live" else "OPENAI_API_KEY"
+    return (f"{key} is not set: serving calls with the OFFLINE DEMO MODEL (an embedded fake {settings.provider} "
+            "server in echo mode: the bot repeats what the caller said). VOICEAI_DEMO=off makes a missing key a "
+            "start-up error.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,11 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="serve calls from the Stasis app (reads VOICEAI_* settings)")
     sub.add_parser("fake-realtime", help="run the fake Realtime server", add_help=False)
+    sub.add_parser("fake-gemini", help="run the fake Gemini Live server", add_help=False)
     sub.add_parser("check", help="check configuration, Asterisk, RTP reachability and the model; exit 0/1")
     args, rest = parser.parse_known_args(argv)
     if args.command == "fake-realtime":
         from .fakes.realtime import server as fake_realtime
         return fake_realtime.main(rest) or 0
+    if args.command == "fake-gemini":
+        from .fakes.gemini import cli as fake_gemini
+        return fake_gemini.main(rest) or 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check":
@@ -49,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"voiceai-ari: {exc}", file=sys.stderr)
         return 2
     secrets = [settings.ari_password.get_secret_value()]
-    if settings.openai_api_key is not None:
-        secrets.append(settings.openai_api_key.get_secret_value())
+    for key in (settings.openai_api_key, settings.gemini_api_key):
+        if key is not None:
+            secrets.append(key.get_secret_value())
     if settings.control_token is not None:
         secrets.append(settings.control_token.get_secret_value())
     setup_logging(settings.log_level, secrets, settings.log_format)
@@ -69,39 +80,23 @@ def _tools(settings: Settings) -> ToolRegistry:
 
 async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
     from .call.app import VoiceAiApp
-    from .providers.openai_realtime.credentials import make_credentials
-    from .providers.openai_realtime.session_config import SessionConfig, retirement_notice
-    from .providers.openai_realtime.session import RealtimeSession
     from .call.tools import build_registry
+    from .providers.choice import choose_model
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    fake = None
-    url = settings.realtime_url
-    if settings.offline_demo:
-        from .fakes.realtime.server import FakeRealtimeServer
-        # echo mode; its greeting (a response with nothing said yet) is a short beep
-        fake = FakeRealtimeServer(mode="echo", tone_hz=660, tone_seconds=0.3, host="127.0.0.1", port=0,
-                                  keep_history=False)
-        url = await fake.start()
-        api_key = "offline-demo"
-        log.warning(OFFLINE_BANNER)
-    else:
-        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
     if tools is None:
         tools = build_registry(settings)
-    notice = retirement_notice(settings.model)
-    if notice and not settings.offline_demo:
-        log.warning("! %s", notice)
-    config = SessionConfig.from_settings(settings, tools.declarations(), transcription=not settings.offline_demo)
-    credentials = make_credentials(settings, url, config.session(), api_key)
-    app = VoiceAiApp(settings, model_factory(settings, lambda: RealtimeSession(url, credentials, config)), tools)
+    model = await choose_model(settings, tools.declarations())
+    if settings.offline_demo:
+        log.warning(offline_banner(settings))
+    app = VoiceAiApp(settings, model_factory(settings, model.make), tools)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("stats %s", json.dumps(app.stats())))
-    log.info("= voiceai-ari: ARI %s app %s, model %s at %s, RTP %s:%s (bind %s), max %d calls, "
-             "tools: %s", settings.ari_url, settings.ari_app, settings.model, url.split("?")[0],
+    log.info("= voiceai-ari: ARI %s app %s, %s model %s at %s, RTP %s:%s (bind %s), max %d calls, "
+             "tools: %s", settings.ari_url, settings.ari_app, settings.provider, model.model, model.url,
              settings.rtp_host, settings.rtp_ports, settings.rtp_bind, settings.max_calls,
              ", ".join(tools.names) or "none")
     control = None
@@ -114,8 +109,8 @@ async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
     finally:
         if control is not None:
             await control.stop()
-        if fake is not None:
-            await fake.stop()
+        if model.stop is not None:
+            await model.stop()
     log.info("= stopped")
     return 0
 

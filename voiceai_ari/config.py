@@ -61,6 +61,20 @@ class Settings(BaseSettings):
         description="OpenAI API key. Empty: the offline demo model (echo) is used.")
     demo: bool = Field(True, description="without OPENAI_API_KEY: on = calls get the offline echo demo model "
                        "(a warning per call); off = refuse to start")
+    provider: Literal["openai-realtime", "gemini-live"] = Field(
+        "openai-realtime", description="the speech-to-speech model API: openai-realtime or gemini-live")
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        description="Gemini API key (GEMINI_API_KEY or GOOGLE_API_KEY), provider gemini-live. Empty: the offline demo")
+    gemini_url: str = Field(
+        "wss://generativelanguage.googleapis.com/ws/google.ai.generativelanguage.v1beta.GenerativeService."
+        "BidiGenerateContent", description="Gemini Live WebSocket URL (Google, or the fake)")
+    gemini_model: str = Field("gemini-3.8-live", description="Gemini Live model")
+    gemini_voice: str = Field("Kore", description="Gemini prebuilt voice (Puck, Charon, Kore, Aoede, ...)")
+    gemini_start_sensitivity: Literal["", "high", "low"] = Field(
+        "", description="Gemini VAD: how readily caller speech starts a turn (empty: the server's default)")
+    gemini_end_sensitivity: Literal["", "high", "low"] = Field(
+        "", description="Gemini VAD: how readily silence ends a turn (empty: the server's default)")
     realtime_url: str = Field("wss://api.openai.com/v1/realtime", description="Realtime WebSocket URL")
     model: str = Field("gpt-realtime-2.1", description="Realtime model name (gpt-realtime shuts down 2027-01-20)")
     voice: str = Field("marin", description="Voice of the bot")
@@ -267,7 +281,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{v} is IPv6; RTP to Asterisk is IPv4 only, use an IPv4 address")
         return v
 
-    @field_validator("realtime_url")
+    @field_validator("realtime_url", "gemini_url")
     @classmethod
     def _check_ws_url(cls, v: str) -> str:
         if not v.startswith(("ws://", "wss://")):
@@ -285,6 +299,8 @@ class Settings(BaseSettings):
     def _empty_secrets_are_none(self) -> "Settings":
         if self.openai_api_key is not None and not self.openai_api_key.get_secret_value().strip():
             self.openai_api_key = None
+        if self.gemini_api_key is not None and not self.gemini_api_key.get_secret_value().strip():
+            self.gemini_api_key = None
         if self.control_token is not None and not self.control_token.get_secret_value().strip():
             self.control_token = None
         return self
@@ -302,7 +318,10 @@ class Settings(BaseSettings):
         if self.credentials == "ephemeral" and self.openai_api_key is None:
             raise ValueError("openai_api_key: required to mint client secrets with VOICEAI_CREDENTIALS=ephemeral")
         if not self.demo and self.offline_demo:
-            raise ValueError("openai_api_key: required with VOICEAI_DEMO=off (or VOICEAI_DEMO=on: offline echo demo)")
+            key = "gemini_api_key" if self.provider == "gemini-live" else "openai_api_key"
+            raise ValueError(f"{key}: required with VOICEAI_DEMO=off (or VOICEAI_DEMO=on: offline echo demo)")
+        if self.provider == "gemini-live" and self.credentials != "api_key":
+            raise ValueError("credentials: ephemeral and token_service are OpenAI's; gemini-live takes an API key")
         if self.idle_timeout_ms and self.vad_type != "server_vad":
             raise ValueError("idle_timeout_ms: works with VOICEAI_VAD_TYPE=server_vad only (the Realtime API "
                              "has no idle timeout for semantic_vad)")
@@ -317,7 +336,9 @@ class Settings(BaseSettings):
 
     @property
     def offline_demo(self) -> bool:
-        """No API key (and no token service): calls are served by the embedded fake model (echo)."""
+        """No API key for the chosen provider (and no token service): the embedded fake model (echo) serves calls."""
+        if self.provider == "gemini-live":
+            return self.gemini_api_key is None
         return self.openai_api_key is None and self.credentials != "token_service"
 
 
@@ -347,7 +368,7 @@ def originate_endpoint(name: str, dest: str) -> str:
 
 def env_name(field: str) -> str:
     """The environment variable that sets `field`."""
-    return "OPENAI_API_KEY" if field == "openai_api_key" else ENV_PREFIX + field.upper()
+    return {"openai_api_key": "OPENAI_API_KEY", "gemini_api_key": "GEMINI_API_KEY"}.get(field, ENV_PREFIX + field.upper())
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -21,7 +21,7 @@ import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..config import HTTP_METHODS
-from ..providers.openai_realtime.credentials import use_env_proxy
+from ..proxy import use_env_proxy
 
 logger = logging.getLogger(__name__)
 

@@ -142,23 +142,19 @@ async def _media(settings: Settings) -> Step:
 
 
 async def _model(settings: Settings) -> Step:
-    name = "model endpoint"
+    name = f"model endpoint ({settings.provider})"
     if settings.offline_demo:
-        return Step(name, True, "offline demo model (no OPENAI_API_KEY): the bot echoes callers")
-    from ..providers.openai_realtime.credentials import make_credentials
-    from ..providers.openai_realtime.protocol import SessionConfig
-    from ..providers.openai_realtime.session import RealtimeSession
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-    cfg = SessionConfig(model=settings.model)
-    session = RealtimeSession(settings.realtime_url, make_credentials(settings, settings.realtime_url,
-                                                                      cfg.session(), key), cfg, connect_timeout=8)
+        return Step(name, True, "offline demo model (no API key for the provider): the bot echoes callers")
+    from ..providers.choice import choose_model
+    choice = await choose_model(settings, [])
+    session = choice.make()
     try:
-        await session.start()
-        return Step(name, True, f"{settings.realtime_url} session {session.session_id}")
+        await asyncio.wait_for(session.start(), 10)
+        return Step(name, True, f"{choice.url} model {choice.model} session {session.session_id}")
     except Exception as exc:  # every failure here is a line in the table, not a crash
-        return Step(name, False, f"{type(exc).__name__}: {exc}",
-                    "check OPENAI_API_KEY (or the credentials mode), VOICEAI_REALTIME_URL and VOICEAI_MODEL; "
-                    "the host must reach it (proxy, firewall)")
+        fix = ("check GEMINI_API_KEY, VOICEAI_GEMINI_URL and VOICEAI_GEMINI_MODEL" if settings.provider == "gemini-live"
+               else "check OPENAI_API_KEY (or the credentials mode), VOICEAI_REALTIME_URL and VOICEAI_MODEL")
+        return Step(name, False, f"{type(exc).__name__}: {exc}", fix + "; the host must reach it (proxy, firewall)")
     finally:
         await session.close()
 

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ...proxy import use_env_proxy
+
 
 class Credentials(Protocol):
     async def bearer(self) -> str:
@@ -66,17 +68,6 @@ class TokenService:
         self._token = (value, float(data.get("expires_at") or time.time() + 60))
         self.fetched += 1
         return value
-
-
-def use_env_proxy(url: str) -> bool:
-    """Whether the proxy environment variables apply to `url`: not for loopback hosts (the embedded demo
-    model, local fakes), which a proxy could not reach and must not see (as Go's net/http decides)."""
-    from ...config import _loopback
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return False
-    return host is not None and not _loopback(host)
 
 
 def redact_url(url: str) -> str:

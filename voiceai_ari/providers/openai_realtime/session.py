@@ -16,10 +16,11 @@ from urllib.parse import urlencode
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.protocol import State
 
-from .credentials import ApiKey, Credentials, use_env_proxy
+from ...proxy import use_env_proxy
+from .credentials import ApiKey, Credentials
 from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected
+from ..websocket import Outbox
 from .protocol import RealtimeProtocol, SessionConfig
 
 log = logging.getLogger("voiceai.realtime")
@@ -27,29 +28,6 @@ log = logging.getLogger("voiceai.realtime")
 CANCEL_GRACE = 0.3                # s after a barge-in before we cancel a response the server did not cancel
 RECONNECT_DELAYS = (0.2, 1.0)     # s before each reconnect attempt; "fails twice" = give up
 OWN_RESPONSE_WAIT = 1.5           # s to wait for the server's own response that `respond_instead` replaces
-
-
-WRITE_NOW_LIMIT = 64 * 1024      # bytes already buffered in the transport beyond which messages queue
-
-
-def _write_now(ws: ClientConnection, msg: str) -> bool:
-    """Frame ``msg`` and hand it to the transport at once; False if it must wait in the queue instead.
-
-    This is what ``ws.send`` does, without a coroutine and a task hop per 20 ms of audio (about 25 µs
-    here): the sans-I/O protocol frames the text, the transport writes it. It applies only while the
-    connection is open and the transport is not backed up; otherwise the queue and the send task (which
-    waits for the transport to drain) take over, and messages keep their order because nothing is written
-    directly while anything is queued.
-    """
-    transport = ws.transport
-    if (ws.protocol.state is not State.OPEN or transport is None or transport.is_closing()
-            or transport.get_write_buffer_size() > WRITE_NOW_LIMIT):
-        return False
-    ws.protocol.send_text(msg.encode())
-    for data in ws.protocol.data_to_send():
-        if data:
-            transport.write(data)
-    return True
 
 
 class RealtimeSession:
@@ -61,16 +39,18 @@ class RealtimeSession:
         self.proto = RealtimeProtocol(config)
         self._connect_timeout = connect_timeout
         self._ws: ClientConnection | None = None
-        self._out: asyncio.Queue[str] = asyncio.Queue(max_queue)
-        self._sender: asyncio.Task[None] | None = None
+        self._outbox = Outbox(max_queue)
         self._closing = False
-        self.dropped_audio = 0
         self.cancels_sent = 0
         self.reconnects = 0
 
     @property
     def session_id(self) -> str | None:
         return self.proto.session_id
+
+    @property
+    def dropped_audio(self) -> int:
+        return self._outbox.dropped_audio
 
     async def start(self) -> None:
         await self._connect()
@@ -101,7 +81,7 @@ class RealtimeSession:
                 ws.transport.abort()
             raise
         self._ws = ws
-        self._sender = asyncio.create_task(self._send_loop(ws), name="realtime-send")
+        self._outbox.attach(ws)
 
     # --- client events -----------------------------------------------------------------------------------
     def send_audio(self, pcm: bytes) -> None:
@@ -151,30 +131,7 @@ class RealtimeSession:
         self._put(self.proto.instructions_update(instructions))
 
     def _put(self, msg: str, audio: bool = False) -> None:
-        ws = self._ws
-        if ws is not None and self._out.empty() and _write_now(ws, msg):
-            return
-        try:
-            self._out.put_nowait(msg)
-        except asyncio.QueueFull:
-            # the model is not reading (or is reconnecting): shed audio rather than grow without bound
-            if audio:
-                self.dropped_audio += 1
-                return
-            self._out.get_nowait()
-            self.dropped_audio += 1
-            self._out.put_nowait(msg)
-
-    async def _send_loop(self, ws: ClientConnection) -> None:
-        msg = None
-        try:
-            while True:
-                msg = await self._out.get()
-                await ws.send(msg)
-                msg = None
-        except websockets.ConnectionClosed:
-            if msg is not None and '"input_audio_buffer.append"' not in msg:
-                self._put(msg)  # not audio: it goes again on the next connection
+        self._outbox.put(msg, audio)
 
     # --- server events -----------------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[ModelEvent]:
@@ -201,7 +158,7 @@ class RealtimeSession:
             yield ModelReconnected(self.proto.session_id or "", reason)
 
     async def _reconnect(self, reason: str) -> bool:
-        await self._stop_sender()
+        await self._outbox.detach()
         for attempt, delay in enumerate(RECONNECT_DELAYS, 1):
             await asyncio.sleep(delay)
             if self._closing:
@@ -219,15 +176,9 @@ class RealtimeSession:
             return True
         return False
 
-    async def _stop_sender(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
-            self._sender = None
-
     async def close(self) -> None:
         self._closing = True
-        await self._stop_sender()
+        await self._outbox.detach()
         if self._ws is not None:
             try:
                 await asyncio.wait_for(self._ws.close(), 1.0)

@@ -1,0 +1,170 @@
+"""`ModelSession` over a real (or fake) Gemini Live WebSocket: the asyncio adapter.
+
+It moves text between a `websockets` connection and `GeminiProtocol`, and resamples the caller's 24 kHz
+audio to the 16 kHz Gemini takes. It keeps the call up when the connection ends: on `goAway` (the
+~10-minute connection limit) it reconnects at once with the latest session-resumption handle, as it does
+after a dropped socket or a 1011; the caller hears at most a short gap and the conversation goes on where
+it was. Close codes 1007 (invalid argument, bad key) and 1008 (unknown model) are not retried: they
+become a fatal `ModelError` and the event stream ends (gemini-live.md §9, §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from ...media.resample import StreamResampler
+from ...proxy import use_env_proxy
+from ..base import MODEL_RATE, ModelClosed, ModelError, ModelEvent, ModelReconnected, SessionReady
+from ..websocket import Outbox
+from .protocol import INPUT_RATE, GeminiConfig, GeminiProtocol
+
+log = logging.getLogger("voiceai.gemini")
+
+RECONNECT_DELAYS = (0.0, 0.2, 1.0)   # s before each attempt; the first is at once (goAway, a planned end)
+FATAL_CLOSE_CODES = frozenset({1007, 1008})
+GREETING_PROMPT = "(The caller has just been connected. Greet them now.)"
+
+
+class GeminiSession:
+    def __init__(self, url: str, api_key: str, config: GeminiConfig, *, connect_timeout: float = 10.0,
+                 max_queue: int = 500) -> None:
+        self.url = url
+        self._key = api_key
+        self.proto = GeminiProtocol(config)
+        self._connect_timeout = connect_timeout
+        self._ws: ClientConnection | None = None
+        self._outbox = Outbox(max_queue)
+        self._up = StreamResampler(MODEL_RATE, INPUT_RATE)
+        self._closing = False
+        self._first: list[ModelEvent] = []
+        self.reconnects = 0
+
+    @property
+    def session_id(self) -> str | None:
+        return self.proto.session_id
+
+    @property
+    def dropped_audio(self) -> int:
+        return self._outbox.dropped_audio
+
+    async def start(self) -> None:
+        await self._connect()
+
+    async def _connect(self) -> None:
+        """Open a socket, send `setup` (with the resumption handle if there is one), wait for setupComplete."""
+        ws = await asyncio.wait_for(connect(
+            self.url, additional_headers={"x-goog-api-key": self._key}, compression=None, max_size=16 * 2**20,
+            proxy=True if use_env_proxy(self.url) else None,   # HTTPS_PROXY, NO_PROXY; never for loopback
+            ping_interval=20, ping_timeout=20, open_timeout=self._connect_timeout), self._connect_timeout)
+        try:
+            try:
+                await ws.send(self.proto.setup_message())
+                first = await asyncio.wait_for(ws.recv(), self._connect_timeout)
+            except websockets.ConnectionClosed as exc:   # refused: the close frame says why (§10)
+                rcvd = exc.rcvd
+                raise ConnectionRefusedError(
+                    f"Gemini Live refused the session ({rcvd.code if rcvd else 'no close frame'}: "
+                    f"{rcvd.reason if rcvd else ''})") from None
+            self._first = self.proto.receive(first)
+            if not any(isinstance(e, SessionReady) for e in self._first):
+                raise ConnectionRefusedError("Gemini Live: no setupComplete")
+            if self._closing:
+                raise ConnectionAbortedError("session closed while connecting")
+        except BaseException:   # cancelled, refused or broken: never leave the socket open
+            if ws.transport is not None:
+                ws.transport.abort()
+            raise
+        self._ws = ws
+        self._outbox.attach(ws)
+
+    # --- client messages -----------------------------------------------------------------------------
+    def send_audio(self, pcm: bytes) -> None:
+        pcm16 = self._up.process(pcm)
+        if pcm16:
+            self._outbox.put(self.proto.audio_message(pcm16), audio=True)
+
+    def interrupt(self, item_id: str | None, played_ms: int) -> None:
+        """Nothing to send: the server has already cut its reply, and Gemini has no truncate (§7)."""
+
+    def send_tool_result(self, call_id: str, output: str, respond: bool = True) -> None:
+        for msg in self.proto.tool_result(call_id, output):   # the model goes on by itself after it
+            self._outbox.put(msg)
+
+    def send_text(self, text: str, respond: bool = False) -> None:
+        self._outbox.put(self.proto.text_turn(text, turn_complete=respond))
+
+    def request_response(self, instructions: str | None = None) -> None:
+        self._outbox.put(self.proto.text_turn(instructions or GREETING_PROMPT))
+
+    def say(self, text: str) -> None:
+        self._outbox.put(self.proto.text_turn(f"Tell the caller now, in your own voice: {text}"))
+
+    def update_instructions(self, instructions: str) -> None:
+        self._outbox.put(self.proto.instructions_update(instructions))
+
+    # --- server messages -----------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[ModelEvent]:
+        while True:
+            assert self._ws is not None
+            code: int | None = None
+            reason = ""
+            first, self._first = self._first, []
+            for ev in first:          # setupComplete, read while connecting
+                yield ev
+            try:
+                async for data in self._ws:
+                    for ev in self.proto.receive(data):
+                        yield ev
+                    if self.proto.go_away is not None:
+                        break      # reconnect now, while the old connection still has time left
+            except websockets.ConnectionClosed as exc:
+                code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "no close frame")
+            else:
+                code, reason = self._ws.close_code, self._ws.close_reason or ""
+            why = (f"goAway (time left {self.proto.go_away})" if self.proto.go_away is not None
+                   else f"connection closed ({code} {reason})".rstrip())
+            if code in FATAL_CLOSE_CODES and self.proto.go_away is None:
+                yield ModelError(str(code), reason or "refused by the server", fatal=True)
+                yield ModelClosed(why)
+                return
+            old = self._ws
+            if self._closing or not await self._reconnect(why):
+                yield ModelClosed(why)
+                return
+            if old is not None and old is not self._ws and old.transport is not None:
+                old.transport.abort()
+            yield ModelReconnected(self.proto.session_id or "", why)
+
+    async def _reconnect(self, reason: str) -> bool:
+        await self._outbox.detach()
+        for attempt, delay in enumerate(RECONNECT_DELAYS, 1):
+            await asyncio.sleep(delay)
+            if self._closing:
+                return False
+            self.proto.new_connection()
+            try:
+                await self._connect()
+            except (OSError, ValueError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+                log.warning("! Gemini reconnect %d/%d after %s failed: %s", attempt, len(RECONNECT_DELAYS),
+                            reason, exc)
+                continue
+            self.reconnects += 1
+            log.info("= Gemini session resumed after %s (%s)", reason,
+                     "with its resumption handle" if self.proto.resume_handle else "no handle: a fresh session")
+            return True
+        return False
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._outbox.detach()
+        if self._ws is not None:
+            try:
+                await asyncio.wait_for(self._ws.close(), 1.0)
+            finally:
+                if self._ws.transport is not None:
+                    self._ws.transport.abort()
