@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     if settings.control_token is not None:
         secrets.append(settings.control_token.get_secret_value())
     setup_logging(settings.log_level, secrets, settings.log_format)
-    return asyncio.run(serve(settings, tools))
+    try:
+        return asyncio.run(serve(settings, tools))
+    except ConfigError as exc:   # found only when start-up tried it (a port in use)
+        print(f"voiceai-ari: {exc}", file=sys.stderr)
+        return 2
 
 
 def _tools(settings: Settings) -> ToolRegistry:
@@ -100,11 +105,15 @@ async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
              settings.rtp_host, settings.rtp_ports, settings.rtp_bind, settings.max_calls,
              ", ".join(tools.names) or "none")
     control = None
-    if settings.control_port:
-        from .operate.control import ControlApi
-        control = ControlApi(app)
-        await control.start()
     try:
+        if settings.control_port:
+            from .operate.control import ControlApi
+            control = ControlApi(app)
+            try:
+                await control.start()
+            except OSError as exc:   # e.g. a second instance on the same port: one line, exit 2
+                raise ConfigError(f"invalid VOICEAI_CONTROL_PORT: cannot listen on {settings.control_host}:"
+                                  f"{settings.control_port}: {os.strerror(exc.errno) if exc.errno else exc}") from None
         await app.run(stop)
     finally:
         if control is not None:
