@@ -1,4 +1,7 @@
-"""The outgoing side of a provider's WebSocket: written at once while it can be, queued while it cannot.
+"""What every provider's WebSocket session shares: the sender (`Outbox`) and the connection's life
+(`ProviderSocket`: reconnect with bounded attempts, close without waiting on a dead peer).
+
+The outgoing side is written at once while it can be, queued while it cannot.
 
 Every provider session sends one small text message per 20 ms of caller audio plus an occasional control
 message. `Outbox.put` frames a message and hands it straight to the transport (websockets' sans-I/O
@@ -12,6 +15,8 @@ flight when a connection broke go again on the next one; audio does not (it woul
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -86,3 +91,69 @@ class Outbox:
         except websockets.ConnectionClosed:
             if item is not None and not item[1]:
                 self.put(*item)   # not audio: it goes again on the next connection
+
+
+class ProviderSocket:
+    """Base of a provider's `ModelSession` adapter: one connection at a time, its `Outbox`, and the
+    reconnect loop. A subclass implements `_connect` (open, configure, `self._attach(ws)`) and
+    `_new_connection` (forget per-connection state before an attempt), and names itself in `WHAT`."""
+
+    WHAT = "model"                               # in log lines: "! model reconnect 1/2 after ..."
+    RECONNECT_DELAYS: tuple[float, ...] = (0.2, 1.0)   # s before each attempt; all failed = give up
+    log = logging.getLogger("voiceai.model")
+
+    def __init__(self, max_queue: int) -> None:
+        self._ws: ClientConnection | None = None
+        self._outbox = Outbox(max_queue)
+        self._closing = False
+        self.reconnects = 0
+
+    @property
+    def dropped_audio(self) -> int:
+        return self._outbox.dropped_audio
+
+    async def start(self) -> None:
+        await self._connect()
+
+    async def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _new_connection(self) -> None:
+        """Forget what belonged to the previous connection (called before each attempt)."""
+
+    def _resumed(self) -> str:
+        """What the log line says was carried over to the new connection."""
+        return ""
+
+    def _attach(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._outbox.attach(ws)
+
+    async def _reconnect(self, reason: str) -> bool:
+        await self._outbox.detach()
+        for attempt, delay in enumerate(self.RECONNECT_DELAYS, 1):
+            await asyncio.sleep(delay)
+            if self._closing:
+                return False
+            self._new_connection()
+            try:
+                await self._connect()
+            except (OSError, ValueError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+                self.log.warning("! %s reconnect %d/%d after %s failed: %s", self.WHAT, attempt,
+                                 len(self.RECONNECT_DELAYS), reason, exc)
+                continue
+            self.reconnects += 1
+            self.log.info("= %s session resumed after %s (%s)", self.WHAT, reason, self._resumed())
+            return True
+        return False
+
+    async def close(self) -> None:
+        """Close the connection; idempotent. A peer that does not answer the close frame is cut off."""
+        self._closing = True
+        await self._outbox.detach()
+        if self._ws is not None:
+            try:
+                await asyncio.wait_for(self._ws.close(), 1.0)
+            finally:
+                if self._ws.transport is not None:
+                    self._ws.transport.abort()

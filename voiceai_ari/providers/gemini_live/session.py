@@ -15,45 +15,37 @@ import logging
 from collections.abc import AsyncIterator
 
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from ...media.resample import StreamResampler
 from ...proxy import use_env_proxy
 from ..base import MODEL_RATE, ModelClosed, ModelError, ModelEvent, ModelReconnected, SessionReady
-from ..websocket import Outbox
+from ..websocket import ProviderSocket
 from .protocol import INPUT_RATE, GeminiConfig, GeminiProtocol
 
 log = logging.getLogger("voiceai.gemini")
 
-RECONNECT_DELAYS = (0.0, 0.2, 1.0)   # s before each attempt; the first is at once (goAway, a planned end)
 FATAL_CLOSE_CODES = frozenset({1007, 1008})
 GREETING_PROMPT = "(The caller has just been connected. Greet them now.)"
 
 
-class GeminiSession:
+class GeminiSession(ProviderSocket):
+    WHAT = "Gemini"
+    RECONNECT_DELAYS = (0.0, 0.2, 1.0)   # s before each attempt; the first at once (goAway: a planned end)
+    log = log
     def __init__(self, url: str, api_key: str, config: GeminiConfig, *, connect_timeout: float = 10.0,
                  max_queue: int = 500) -> None:
         self.url = url
         self._key = api_key
         self.proto = GeminiProtocol(config)
         self._connect_timeout = connect_timeout
-        self._ws: ClientConnection | None = None
-        self._outbox = Outbox(max_queue)
+        super().__init__(max_queue)
         self._up = StreamResampler(MODEL_RATE, INPUT_RATE)
-        self._closing = False
         self._first: list[ModelEvent] = []
-        self.reconnects = 0
 
     @property
     def session_id(self) -> str | None:
         return self.proto.session_id
-
-    @property
-    def dropped_audio(self) -> int:
-        return self._outbox.dropped_audio
-
-    async def start(self) -> None:
-        await self._connect()
 
     async def _connect(self) -> None:
         """Open a socket, send `setup` (with the resumption handle if there is one), wait for setupComplete."""
@@ -79,8 +71,7 @@ class GeminiSession:
             if ws.transport is not None:
                 ws.transport.abort()
             raise
-        self._ws = ws
-        self._outbox.attach(ws)
+        self._attach(ws)
 
     # --- client messages -----------------------------------------------------------------------------
     def send_audio(self, pcm: bytes) -> None:
@@ -140,31 +131,8 @@ class GeminiSession:
                 old.transport.abort()
             yield ModelReconnected(self.proto.session_id or "", why)
 
-    async def _reconnect(self, reason: str) -> bool:
-        await self._outbox.detach()
-        for attempt, delay in enumerate(RECONNECT_DELAYS, 1):
-            await asyncio.sleep(delay)
-            if self._closing:
-                return False
-            self.proto.new_connection()
-            try:
-                await self._connect()
-            except (OSError, ValueError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
-                log.warning("! Gemini reconnect %d/%d after %s failed: %s", attempt, len(RECONNECT_DELAYS),
-                            reason, exc)
-                continue
-            self.reconnects += 1
-            log.info("= Gemini session resumed after %s (%s)", reason,
-                     "with its resumption handle" if self.proto.resume_handle else "no handle: a fresh session")
-            return True
-        return False
+    def _new_connection(self) -> None:
+        self.proto.new_connection()
 
-    async def close(self) -> None:
-        self._closing = True
-        await self._outbox.detach()
-        if self._ws is not None:
-            try:
-                await asyncio.wait_for(self._ws.close(), 1.0)
-            finally:
-                if self._ws.transport is not None:
-                    self._ws.transport.abort()
+    def _resumed(self) -> str:
+        return "with its resumption handle" if self.proto.resume_handle else "no handle: a fresh session"

@@ -15,22 +15,22 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from ...proxy import use_env_proxy
 from .credentials import ApiKey, Credentials
 from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected
-from ..websocket import Outbox
+from ..websocket import ProviderSocket
 from .protocol import RealtimeProtocol, SessionConfig
 
 log = logging.getLogger("voiceai.realtime")
 
 CANCEL_GRACE = 0.3                # s after a barge-in before we cancel a response the server did not cancel
-RECONNECT_DELAYS = (0.2, 1.0)     # s before each reconnect attempt; "fails twice" = give up
 OWN_RESPONSE_WAIT = 1.5           # s to wait for the server's own response that `respond_instead` replaces
 
 
-class RealtimeSession:
+class RealtimeSession(ProviderSocket):
+    log = log
     def __init__(self, url: str, credentials: Credentials | str, config: SessionConfig, *,
                  connect_timeout: float = 10.0, max_queue: int = 500) -> None:
         sep = "&" if "?" in url else "?"
@@ -38,22 +38,12 @@ class RealtimeSession:
         self._credentials = ApiKey(credentials) if isinstance(credentials, str) else credentials
         self.proto = RealtimeProtocol(config)
         self._connect_timeout = connect_timeout
-        self._ws: ClientConnection | None = None
-        self._outbox = Outbox(max_queue)
-        self._closing = False
+        super().__init__(max_queue)
         self.cancels_sent = 0
-        self.reconnects = 0
 
     @property
     def session_id(self) -> str | None:
         return self.proto.session_id
-
-    @property
-    def dropped_audio(self) -> int:
-        return self._outbox.dropped_audio
-
-    async def start(self) -> None:
-        await self._connect()
 
     async def _connect(self) -> None:
         """Open a socket, configure the session, replay the history, then start sending queued events."""
@@ -80,8 +70,7 @@ class RealtimeSession:
             if ws.transport is not None:
                 ws.transport.abort()
             raise
-        self._ws = ws
-        self._outbox.attach(ws)
+        self._attach(ws)
 
     # --- client events -----------------------------------------------------------------------------------
     def send_audio(self, pcm: bytes) -> None:
@@ -157,31 +146,8 @@ class RealtimeSession:
                 return
             yield ModelReconnected(self.proto.session_id or "", reason)
 
-    async def _reconnect(self, reason: str) -> bool:
-        await self._outbox.detach()
-        for attempt, delay in enumerate(RECONNECT_DELAYS, 1):
-            await asyncio.sleep(delay)
-            if self._closing:
-                return False
-            self.proto.new_session()
-            try:
-                await self._connect()
-            except (OSError, ValueError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
-                log.warning("! model reconnect %d/%d after %s failed: %s", attempt, len(RECONNECT_DELAYS),
-                            reason, exc)
-                continue
-            self.reconnects += 1
-            log.info("= model session resumed after %s (%d earlier turns restored)", reason,
-                     len(self.proto.history))
-            return True
-        return False
+    def _new_connection(self) -> None:
+        self.proto.new_session()
 
-    async def close(self) -> None:
-        self._closing = True
-        await self._outbox.detach()
-        if self._ws is not None:
-            try:
-                await asyncio.wait_for(self._ws.close(), 1.0)
-            finally:
-                if self._ws.transport is not None:
-                    self._ws.transport.abort()   # a peer that does not answer the close frame
+    def _resumed(self) -> str:
+        return f"{len(self.proto.history)} earlier turns restored"
