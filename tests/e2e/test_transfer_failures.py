@@ -103,6 +103,7 @@ async def test_refused_redirect_keeps_the_caller_talking_to_the_bot(make_bot, fa
     longest = max(gaps)
     # the caller's audio reached the bot at the full rate after the failure (a redirect inside the bridge
     # leaves Asterisk's Stasis thread reading half of the caller's frames for the rest of the call)
+    await bot.wait_for_log("x call ended")
     [stats] = ended_media_stats(bot)
     talk_s = res.sip_time("BYE", "sent") - res.t_answered
     print(f"\n[e2e] refused redirect: tool call -> failure verdict at the model {(t_verdict - t_tool) * 1000:.0f} ms "
