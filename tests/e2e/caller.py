@@ -232,15 +232,58 @@ def info_scenario(info_dtmf: list[tuple[float, str]], call_seconds: float, durat
     return xml.replace(_BYE_WAIT, "".join(blocks).strip()).replace("CSeq: 2 BYE", f"CSeq: {2 + len(info_dtmf)} BYE")
 
 
+_REFER_DONE = """<label id="refer"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 202 Accepted
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+      NOTIFY [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To:[$dialog_to]
+      Call-ID: [call_id]
+      CSeq: 3 NOTIFY
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Event: refer
+      Subscription-State: terminated;reason=noresource
+      Max-Forwards: 70
+      Content-Type: message/sipfrag;version=2.0
+      Content-Length: [len]
+
+      SIP/2.0 200 OK
+
+    ]]>
+  </send>
+  <recv response="200" timeout="5000" next="caller_bye"/>
+
+  <label id="caller_bye"/>"""
+
+
 def refer_scenario(status: int) -> str:
     """uac.xml that answers any REFER with `status` and goes back to waiting for the BYE (sipp's
-    ``optional="global"``: the REFER may come at any point). The wait restarts after the REFER."""
-    if not 300 <= status <= 699:
-        raise ValueError(f"refer_status must be a final non-2xx status, got {status}")
+    ``optional="global"``: the REFER may come at any point; the wait restarts after it). 202: the transfer
+    is accepted and done at once (NOTIFY with a 200 sipfrag), then the caller hangs up, as phones do."""
+    if status != 202 and not 300 <= status <= 699:
+        raise ValueError(f"refer_status must be 202 or a final non-2xx status, got {status}")
     xml = UAC_XML.read_text(encoding="iso-8859-1")
-    if xml.count(_BYE_WAIT) != 1 or xml.count('<label id="caller_bye"/>') != 1:
+    if xml.count(_BYE_WAIT) != 1 or xml.count('<label id="caller_bye"/>') != 1 or xml.count("CSeq: 2 BYE") != 1:
         raise RuntimeError("uac.xml changed: cannot find the BYE wait to add the REFER answer")
-    answer = f"""<label id="refer"/>
+    if status == 202:
+        xml = xml.replace("CSeq: 2 BYE", "CSeq: 4 BYE")   # after the NOTIFY's 3
+    answer = _REFER_DONE if status == 202 else f"""<label id="refer"/>
   <send next="wait_bye">
     <![CDATA[
 
@@ -306,7 +349,8 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
     when, and the answers; the messages are also in ``result.sip_events``.
 
     ``refer_status``: answer a SIP REFER (Asterisk's ARI redirect) with this final status, e.g. 405 as a
-    trunk that does not do transfers, and stay in the call (not with ``info_dtmf``)."""
+    trunk that does not do transfers, and stay in the call; or 202: take the transfer and hang up (not
+    with ``info_dtmf``)."""
     if hangup not in ("caller", "remote"):
         raise ValueError("hangup must be 'caller' or 'remote'")
     codec = codec or phone.codec

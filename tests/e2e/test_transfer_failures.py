@@ -112,6 +112,7 @@ async def test_refused_redirect_keeps_the_caller_talking_to_the_bot(make_bot, fa
     assert longest < 2.0, "the caller never sat in silence for long"
     assert stats["rx_accepted"] >= 0.9 * talk_s / 0.02
     [tr] = transcript_events(tmp_path, "transfer")
+    print(f"[e2e] refused redirect: transfer request -> verdict {tr['ms']} ms")
     assert tr["ok"] is False and tr["target"] == "desk" and tr["ms"] < 2000
     assert (await no_leftovers(bot)) == ([], [], [])
 
@@ -137,4 +138,27 @@ async def test_control_api_transfer_to_a_missing_extension_fails_and_the_call_go
     assert res.ok and not res.got_bye, "Asterisk did not hang the caller up: " + res.summary()
     reply = [t for t, f in loud_frames(res) if abs(f - 440) <= 10 and t > t0]
     assert len(reply) * 20 >= 480, "the bot answered the caller after the failed transfer"
+    assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_redirect_the_far_end_takes_ends_the_call_as_a_transfer(make_bot, fake_model, tmp_path):
+    """The other side of the verdict: Asterisk puts the caller back into the bridge when the REFER's
+    outcome comes, success or not; a StasisEnd right after it is a transfer, not a refusal."""
+    fake = await fake_model(mode="tone", speed=4, script=[
+        {"audio": "tone", "tone_hz": 440, "tone_seconds": 1.0, "transcript": "Putting you through.",
+         "function_call": {"name": "transfer_call", "arguments": {"target": "desk"}}}])
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url,
+                         VOICEAI_TRANSFER_TARGETS='{"desk": "PJSIP/desk"}')
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 0.5, amplitude=AMP))
+    res = await place_call("100", phone=phone, call_seconds=9.0, workdir=tmp_path, refer_status=202)
+    assert res.ok, res.summary()
+    assert res.sip_time("REFER", "recv") is not None and res.sip_time("NOTIFY", "sent") is not None
+    assert "transferred to desk" in await bot.wait_for_log("x call ended")
+    [tr] = transcript_events(tmp_path, "transfer")
+    print(f"\n[e2e] accepted redirect: caller gone {tr['ms']} ms after the transfer request")
+    assert tr["ok"] is True and tr["ms"] < 1000
+    outputs = [e for e in fake.sessions[0].events_of("conversation.item.create")
+               if e["item"]["type"] == "function_call_output"]
+    assert outputs == [], "a transfer that happened ends the conversation: no tool result, no new response"
     assert (await no_leftovers(bot)) == ([], [], [])

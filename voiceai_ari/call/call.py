@@ -304,7 +304,7 @@ class Call:
         """Ask Asterisk, then wait for the one sign of success, the caller's StasisEnd (call/transfer.py). The
         bridge and media path stay up meanwhile: a failed transfer leaves the caller with the bot."""
         self.state, self._transfer_to = "transferring", destination.name  # StasisEnd now means: transferred
-        t0, name = time.monotonic(), destination.name
+        t0, failure = time.monotonic(), None
         self._rejoined = asyncio.Event() if destination.endpoint else None
         try:
             await transfer.attempt(self.ari, self.id, destination, self.bridge_id, left=self._ended,
@@ -312,11 +312,12 @@ class Call:
             if not self.caller_released:
                 raise TransferNotPossible(f"the call ended first: {self.end_reason}")
         except TransferFailed as exc:
-            transfer.record(self.log, self.transcript, name, t0, exc)
+            failure = exc
             raise
-        finally:
+        finally:   # also when teardown, which the caller's StasisEnd starts, cancels this task first
             self._rejoined = None
-        transfer.record(self.log, self.transcript, name, t0, None)
+            if failure is not None or self.caller_released:
+                transfer.record(self.log, self.transcript, destination.name, t0, failure)
 
     async def _farewell(self) -> None:
         """Let the bot finish speaking: its response done, its queued audio played out to Asterisk."""
