@@ -324,3 +324,35 @@ def test_readyz_and_metrics_show_the_offline_demo():
     with control_api(OPENAI_API_KEY="sk-test-key-0123") as (url, app, ari, _):
         assert requests.get(f"{url}/readyz", timeout=5).json()["model"] == "gpt-realtime-2.1"
         assert "\nvoiceai_offline_demo 0.0\n" in requests.get(f"{url}/metrics", timeout=5).text
+
+
+class StubCall:
+    """What the transfer route needs of a call: `transfer`, which here fails or succeeds as told."""
+
+    def __init__(self, outcome):
+        self.outcome, self.asked = outcome, []
+
+    async def transfer(self, dest):
+        self.asked.append(dest)
+        await asyncio.sleep(0.05)
+        if self.outcome is not None:
+            raise self.outcome
+
+
+@pytest.mark.parametrize("outcome, status, body", [
+    (None, 200, {"status": "transferred", "target": "sales"}),
+    ("failed", 502, {"error": "transfer failed: sales did not take the call within 5 s"}),
+    ("busy", 409, {"error": "no transfer: the call is transferring, not talking"}),
+])
+def test_transfer_answers_with_the_outcome(server, outcome, status, body):
+    from voiceai_ari.call.tools import TransferFailed, TransferNotPossible
+    url, box = server
+    exc = {None: None, "failed": TransferFailed("sales did not take the call within 5 s"),
+           "busy": TransferNotPossible("the call is transferring, not talking")}[outcome]
+    call = box["app"].calls["stub-1"] = StubCall(exc)
+    try:
+        r = requests.post(f"{url}/calls/stub-1/transfer", headers=auth(), json={"target": "sales"}, timeout=5)
+    finally:
+        del box["app"].calls["stub-1"]
+    assert (r.status_code, r.json()) == (status, body)
+    assert [d.name for d in call.asked] == ["sales"]

@@ -159,10 +159,18 @@ async def test_missing_and_extra_arguments(registry):
 async def test_transfer(registry):
     ctx = FakeContext()
     r = await registry.execute(ctx, "transfer_call", '{"target": "sales"}')
-    assert r.ok and r.ends_call and json.loads(r.output) == {"status": "transferring", "target": "sales"}
+    assert r.ok and r.ends_call and json.loads(r.output) == {"status": "transferred", "target": "sales"}
     await registry.execute(ctx, "transfer_call", '{"target": "bob"}')
     assert ctx.actions == [("transfer", TransferDestination("sales", "from-caller", "200", 1)),
                            ("transfer", TransferDestination("bob", endpoint="PJSIP/bob"))]
+
+
+async def test_failed_transfer_goes_back_to_the_model_and_the_call_goes_on(registry):
+    from voiceai_ari.call.tools import TransferFailed
+    ctx = FakeContext(fail=TransferFailed("bob refused the transfer (the SIP REFER was declined)"))
+    msg = err(await registry.execute(ctx, "transfer_call", '{"target": "bob"}'))   # ends_call False: a reply
+    assert msg == ("The transfer to bob failed: bob refused the transfer (the SIP REFER was declined). "
+                   "The caller is still on the line with you; tell them.")
 
 
 @pytest.mark.parametrize("target", ["nobody", "../../etc", "Sales", "sales ", "PJSIP/evil"])

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     transfer_targets: dict[str, str] = Field(
         default_factory=dict,
         description='transfer_call allowlist, JSON: {"sales": "from-caller,200,1", "bob": "PJSIP/bob"}')
+    transfer_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="a transfer that has not taken the caller out of the app by then has "
+        "failed: the conversation goes on and the model is told why")
     http_tool_allowlist: list[HttpToolBase] = Field(
         default_factory=list, description='api_call tool: allowed base URLs, JSON list; an entry is a URL (GET and '
         'POST allowed) or {"url": ..., "methods": [...]}: ["https://api.example.com/v1/", '

@@ -232,6 +232,84 @@ def info_scenario(info_dtmf: list[tuple[float, str]], call_seconds: float, durat
     return xml.replace(_BYE_WAIT, "".join(blocks).strip()).replace("CSeq: 2 BYE", f"CSeq: {2 + len(info_dtmf)} BYE")
 
 
+_REFER_DONE = """<label id="refer"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 202 Accepted
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+      NOTIFY [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To:[$dialog_to]
+      Call-ID: [call_id]
+      CSeq: 3 NOTIFY
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Event: refer
+      Subscription-State: terminated;reason=noresource
+      Max-Forwards: 70
+      Content-Type: message/sipfrag;version=2.0
+      Content-Length: [len]
+
+      SIP/2.0 200 OK
+
+    ]]>
+  </send>
+  <recv response="200" timeout="5000" next="caller_bye"/>
+
+  <label id="caller_bye"/>"""
+
+
+def refer_scenario(status: int) -> str:
+    """uac.xml that answers any REFER with `status` and goes back to waiting for the BYE (sipp's
+    ``optional="global"``: the REFER may come at any point; the wait restarts after it). 202: the transfer
+    is accepted and done at once (NOTIFY with a 200 sipfrag), then the caller hangs up, as phones do."""
+    if status != 202 and not 300 <= status <= 699:
+        raise ValueError(f"refer_status must be 202 or a final non-2xx status, got {status}")
+    xml = UAC_XML.read_text(encoding="iso-8859-1")
+    if xml.count(_BYE_WAIT) != 1 or xml.count('<label id="caller_bye"/>') != 1 or xml.count("CSeq: 2 BYE") != 1:
+        raise RuntimeError("uac.xml changed: cannot find the BYE wait to add the REFER answer")
+    if status == 202:
+        xml = xml.replace("CSeq: 2 BYE", "CSeq: 4 BYE")   # after the NOTIFY's 3
+    answer = _REFER_DONE if status == 202 else f"""<label id="refer"/>
+  <send next="wait_bye">
+    <![CDATA[
+
+      SIP/2.0 {status} Transfer Refused
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <label id="caller_bye"/>"""
+    if xml.count("[last_To:]") != 3 or xml.count('assign_to="m_all,ans_port,ans_pt"/>') != 1:
+        raise RuntimeError("uac.xml changed: cannot keep the dialog's To header for the caller's BYE")
+    xml = xml.replace(_BYE_WAIT, f'<recv request="REFER" optional="global" next="refer"/>\n  <label id="wait_bye"/>\n  {_BYE_WAIT}')
+    # the caller's BYE must carry the dialog's To (with Asterisk's tag), not the REFER's ([last_To:])
+    xml = xml.replace('assign_to="m_all,ans_port,ans_pt"/>', 'assign_to="m_all,ans_port,ans_pt"/>\n'
+                      '      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="dialog_to"/>')
+    head, sep, tail = xml.partition('<label id="caller_bye"/>')
+    xml = head + sep + tail.replace("[last_To:]", "To:[$dialog_to]", 1)
+    return xml.replace('<label id="caller_bye"/>', answer)
+
+
 def _check_info_dtmf(info_dtmf, call_seconds: float) -> list[tuple[float, str]]:
     out, prev = [], 0.0
     for item in info_dtmf:
@@ -255,7 +333,7 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
                      codec: str | None = None, timeout: float = 60.0, workdir: Path,
                      server: str = "127.0.0.1:5060", call_id: str | None = None,
                      extra_args: tuple[str, ...] = (), info_dtmf: Sequence[tuple[float, str]] = (),
-                     info_duration_ms: int = 160) -> CallResult:
+                     info_duration_ms: int = 160, refer_status: int | None = None) -> CallResult:
     """Call ``ext`` on ``server`` with sipp; the media is ``phone`` (started here if needed, stopped when
     the call ends). The call lasts at most ``call_seconds`` after the answer: if the far end has not sent
     BYE by then, the caller sends BYE. ``hangup`` states who is expected to end the call ("caller" or
@@ -268,7 +346,11 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
     caller sends a SIP INFO (``application/dtmf-relay``, ``Signal=<digit>``, ``Duration=info_duration_ms``)
     for each at that time and requires 200 for it (else the call fails). The call otherwise runs as without
     them (a BYE from the far end is answered at any moment). ``result.info_dtmf()`` lists what was sent,
-    when, and the answers; the messages are also in ``result.sip_events``."""
+    when, and the answers; the messages are also in ``result.sip_events``.
+
+    ``refer_status``: answer a SIP REFER (Asterisk's ARI redirect) with this final status, e.g. 405 as a
+    trunk that does not do transfers, and stay in the call; or 202: take the transfer and hang up (not
+    with ``info_dtmf``)."""
     if hangup not in ("caller", "remote"):
         raise ValueError("hangup must be 'caller' or 'remote'")
     codec = codec or phone.codec
@@ -288,9 +370,14 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
     msg_file, err_file, out_file = (workdir / f"{tag}.{s}" for s in ("messages.log", "errors.log", "stdout.log"))
     pt, codec_name, _, _ = CODECS[codec]
     scenario = UAC_XML
+    if info and refer_status is not None:
+        raise ValueError("refer_status and info_dtmf cannot be combined")
     if info:  # the same scenario with the BYE wait cut up by INFOs (uac.xml itself stays untouched)
         scenario = workdir / f"{tag}.uac_info.xml"
         scenario.write_text(info_scenario(info, call_seconds, info_duration_ms), encoding="iso-8859-1")
+    if refer_status is not None:
+        scenario = workdir / f"{tag}.uac_refer.xml"
+        scenario.write_text(refer_scenario(refer_status), encoding="iso-8859-1")
 
     # ports: SIP, sipp's own media port and its +2 (video; both opened even when unused), control port
     sip_port, held_sip = _free_port_block((0,))

@@ -25,14 +25,16 @@ from websockets.exceptions import WebSocketException
 from ..operate.logs import call_id
 from ..media.transport import MediaTransport
 from ..providers.base import ModelSession, ToolCall
+from . import transfer
 from .conversation import ConversationMixin, TurnGuard
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, new_id
+from .tools import TransferDestination, TransferFailed, TransferNotPossible
 from .transcript import CallLog
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..operate.metrics import Metrics
-    from .tools import ToolRegistry, TransferDestination
+    from .tools import ToolRegistry
 
 log = logging.getLogger("voiceai.call")
 T = TypeVar("T")
@@ -69,6 +71,8 @@ class Call(ConversationMixin):
         self.state = "starting"
         self.end_reason = ""
         self.caller_released = False       # hung up, or handed back to the dialplan: not ours to hang up
+        self._transfer_to = ""             # the target of the transfer under way (state "transferring")
+        self._rejoined: asyncio.Event | None = None  # a redirect is under way: set when the caller is back
         self.started = time.time()
         self.setup_ms: float | None = None
         self._ended = asyncio.Event()
@@ -172,9 +176,8 @@ class Call(ConversationMixin):
             if self.settings.fallback_sound and not self.caller_released:
                 await self._play(self.settings.fallback_sound)
             if self.settings.fallback == "transfer" and not self.caller_released:
-                from .tools import TransferDestination
                 await self._hand_over(TransferDestination.parse("fallback", self.settings.fallback_target))
-        except (AriError, AriUnavailable, ValueError) as exc:
+        except (AriError, AriUnavailable, ValueError, TransferFailed) as exc:
             self.log.warning("! fallback failed: %s", exc)
         self.end(f"fallback ({self.settings.fallback}): {reason}")
 
@@ -219,19 +222,36 @@ class Call(ConversationMixin):
         await self.ari.send_dtmf(self.id, digits, self.settings.dtmf_duration_ms, self.settings.dtmf_gap_ms)
 
     async def transfer(self, destination: TransferDestination) -> None:
-        await self._farewell()
-        await self._hand_over(destination)
+        """The bot's last words, then the hand-over. Returns once the caller has left. Raises TransferFailed
+        (the caller is still with the bot, the conversation goes on) or TransferNotPossible (not talking)."""
+        if self.state != "talking":
+            raise TransferNotPossible(f"the call is {self.state}, not talking")
+        self.state = "transferring"     # one transfer at a time
+        try:
+            await self._farewell()
+            await self._hand_over(destination)
+        finally:
+            if self.state == "transferring":    # failed or cancelled, and the call goes on
+                self.state = "talking"
 
     async def _hand_over(self, destination: TransferDestination) -> None:
-        self.state = "transferring"      # the caller's StasisEnd that follows is the transfer, not a hangup
-        if destination.endpoint:
-            await self.ari.redirect(self.id, destination.endpoint)
-        else:
-            assert destination.context and destination.extension and destination.priority is not None
-            await self.ari.continue_in_dialplan(self.id, destination.context, destination.extension,
-                                                destination.priority)
-        self.caller_released = True   # the dialplan (or the far end) has the caller now
-        self.end(f"transferred to {destination.name}")
+        """Ask Asterisk, then wait for the one sign of success, the caller's StasisEnd (call/transfer.py). The
+        bridge and media path stay up meanwhile: a failed transfer leaves the caller with the bot."""
+        self.state, self._transfer_to = "transferring", destination.name  # StasisEnd now means: transferred
+        t0, failure = time.monotonic(), None
+        self._rejoined = asyncio.Event() if destination.endpoint else None
+        try:
+            await transfer.attempt(self.ari, self.id, destination, self.bridge_id, left=self._ended,
+                                   back=self._rejoined, timeout=self.settings.transfer_timeout_s, spawn=self.spawn)
+            if not self.caller_released:
+                raise TransferNotPossible(f"the call ended first: {self.end_reason}")
+        except TransferFailed as exc:
+            failure = exc
+            raise
+        finally:   # also when teardown, which the caller's StasisEnd starts, cancels this task first
+            self._rejoined = None
+            if failure is not None or self.caller_released:
+                transfer.record(self.log, self.transcript, destination.name, t0, failure)
 
     async def _farewell(self) -> None:
         """Let the bot finish speaking: its response done, its queued audio played out to Asterisk."""
@@ -267,9 +287,12 @@ class Call(ConversationMixin):
             if ev.type in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"):
                 if not self.caller_released:
                     self.caller_released = True
-                    self.end("transferred" if self.state == "transferring" else "caller hung up")
+                    self.end(f"transferred to {self._transfer_to}" if self.state == "transferring"
+                             else "caller hung up")
             elif ev.type == "ChannelDtmfReceived" and ev.digit:
                 self._on_key(ev.digit)
+            elif ev.type == "ChannelEnteredBridge" and self._rejoined is not None:
+                self._rejoined.set()   # back from a redirect that did not take the caller
 
     def _on_key(self, digit: str) -> None:
         self.log.info("< caller pressed %s", digit)

@@ -39,7 +39,15 @@ class ToolContext(Protocol):
 
     async def hangup(self) -> None: ...                       # after the queued bot audio has played out
     async def send_dtmf(self, digits: str) -> None: ...       # POST /channels/{id}/dtmf
-    async def transfer(self, destination: "TransferDestination") -> None: ...  # continue / redirect
+    async def transfer(self, destination: "TransferDestination") -> None: ...  # raises TransferFailed
+
+
+class TransferFailed(Exception):
+    """The transfer did not take the caller away; the caller is still with the bot. The message says why."""
+
+
+class TransferNotPossible(TransferFailed):
+    """No transfer was attempted: the call is not in a state to be transferred (ending, already transferring)."""
 
 
 @dataclass(frozen=True)
@@ -343,8 +351,12 @@ def builtin_tools(settings: Any) -> list[Tool]:
         @tool("transfer_call", "Transfer the caller to a person or department. Tell the caller first; the "
               "transfer happens after your last words are played. Allowed targets: " + ", ".join(targets) + ".")
         async def transfer_call(ctx: ToolContext, *, target: Target) -> ToolResult:
-            await ctx.transfer(targets[target])
-            return ToolResult(json.dumps({"status": "transferring", "target": target}), ok=True, ends_call=True)
+            try:
+                await ctx.transfer(targets[target])
+            except TransferFailed as exc:   # the caller is still on the line: the model must go on talking
+                return tool_error(f"The transfer to {target} failed: {exc}. The caller is still on the line "
+                                  "with you; tell them.")
+            return ToolResult(json.dumps({"status": "transferred", "target": target}), ok=True, ends_call=True)
 
         transfer_call.timeout_s = CALL_CONTROL_TIMEOUT_S
         tools.append(transfer_call)

@@ -32,7 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..ari import AriError, AriUnavailable
-from ..call.tools import TransferDestination
+from ..call.tools import TransferDestination, TransferFailed, TransferNotPossible
 from ..config import originate_endpoint
 
 if TYPE_CHECKING:
@@ -263,8 +263,13 @@ class ControlApi:
         if body.target not in targets:
             return _json_error(422, f"unknown transfer target; allowed: {', '.join(sorted(targets)) or 'none'}")
         dest = TransferDestination.parse(body.target, targets[body.target])
-        call.spawn(call.transfer(dest), "transfer")
-        return web.json_response({"status": "transferring", "target": body.target}, status=202)
+        try:   # the outcome, not a promise: the bot's last words, then until the caller left or it failed
+            await call.transfer(dest)
+        except TransferNotPossible as exc:
+            return _json_error(409, f"no transfer: {exc}")
+        except TransferFailed as exc:    # the caller is still talking to the bot
+            return _json_error(502, f"transfer failed: {exc}")
+        return web.json_response({"status": "transferred", "target": body.target})
 
     async def say(self, request: web.Request) -> web.Response:
         call = self._call(request)
@@ -356,8 +361,10 @@ def openapi_document(originate_targets: Iterable[str] = ()) -> dict[str, Any]:
                                       {"200": j, "404": err, **refused}, call=True)},
             "/calls/{id}/hangup": {"post": op("hang up", {"202": j, "404": err, "422": err, **posted},
                                               EmptyBody, True)},
-            "/calls/{id}/transfer": {"post": op("transfer to an allowlisted target",
-                                                {"202": j, "404": err, "422": err, **posted}, TransferBody, True)},
+            "/calls/{id}/transfer": {"post": op(
+                "transfer to an allowlisted target; answers when the caller has left (200) or the transfer "
+                "failed and the caller is still with the bot (502), 409 when the call is not talking",
+                {"200": j, "404": err, "409": err, "422": err, "502": err, **posted}, TransferBody, True)},
             "/calls/{id}/say": {"post": op("make the bot say something",
                                            {"202": j, "404": err, "422": err, **posted}, TextBody, True)},
             "/calls/{id}/instructions": {"post": op("replace the model's instructions mid-call",
