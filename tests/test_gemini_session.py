@@ -6,6 +6,7 @@ import json
 import pytest
 import websockets
 
+from tests.session_io import collect, feed
 from voiceai_ari.fakes.audio_gen import dominant_frequency, silence, tone
 from voiceai_ari.fakes.gemini.server import FakeGeminiServer
 from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected,
@@ -30,23 +31,6 @@ async def fake():
     yield make
     for s in servers:
         await s.stop()
-
-
-def feed(session, pcm, chunk=960):
-    for i in range(0, len(pcm), chunk):
-        session.send_audio(pcm[i:i + chunk])
-
-
-async def collect(session, until, timeout=10):
-    out = []
-
-    async def run():
-        async for ev in session.events():
-            out.append(ev)
-            if until(ev):
-                return
-    await asyncio.wait_for(run(), timeout)
-    return out
 
 
 async def test_a_turn_is_heard_at_16k_and_answered_at_24k(fake):

@@ -9,7 +9,6 @@ machine.
 
 import asyncio
 import json
-import socket
 
 import pytest
 from aiohttp import web

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from tests.session_io import collect, feed
 from voiceai_ari.fakes.audio_gen import dominant_frequency, silence, tone
 from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
 from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected, ResponseDone,
@@ -18,23 +19,6 @@ async def fake():
     await server.start()
     yield server
     await server.stop()
-
-
-def feed(session, pcm, chunk=960):
-    for i in range(0, len(pcm), chunk):
-        session.send_audio(pcm[i:i + chunk])
-
-
-async def collect(session, until, timeout=10):
-    out = []
-
-    async def run():
-        async for ev in session.events():
-            out.append(ev)
-            if until(ev):
-                return
-    await asyncio.wait_for(run(), timeout)
-    return out
 
 
 async def test_turn_gives_paced_audio_back(fake):

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from voiceai_ari.fakes.gemini.server import FakeGeminiServer
 from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
 
 from .caller import REPO, sipp_binary, start_sandbox
 
 E2E_KEY = "sk-e2e-test-secret-0123456789"
+GEMINI_KEY = "gm-e2e-test-secret-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -124,14 +126,13 @@ async def make_bot(sandbox, tmp_path):
         lock.close()
 
 
-@pytest.fixture
-async def fake_model():
-    """A fake Realtime server the bot talks to, in this test's event loop (tests read what it received)."""
-    servers: list[FakeRealtimeServer] = []
+async def _fake_servers(cls, key: str):
+    """Start fakes of `cls` in this test's event loop (tests read what they received); stop them after."""
+    servers = []
 
-    async def make(**kw) -> FakeRealtimeServer:
-        kw.setdefault("api_key", E2E_KEY)
-        server = FakeRealtimeServer(**kw)
+    async def make(**kw):
+        kw.setdefault("api_key", key)
+        server = cls(**kw)
         await server.start()
         servers.append(server)
         return server
@@ -139,6 +140,20 @@ async def fake_model():
     yield make
     for s in servers:
         await s.stop()
+
+
+@pytest.fixture
+async def fake_model():
+    """A fake Realtime server the bot talks to."""
+    async for make in _fake_servers(FakeRealtimeServer, E2E_KEY):
+        yield make
+
+
+@pytest.fixture
+async def fake_gemini():
+    """A fake Gemini Live server the bot talks to (VOICEAI_PROVIDER=gemini-live)."""
+    async for make in _fake_servers(FakeGeminiServer, GEMINI_KEY):
+        yield make
 
 
 # ------------------------------------------------------------------------------------------------ bot logs

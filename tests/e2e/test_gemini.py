@@ -11,31 +11,15 @@ import asyncio
 import pytest
 
 from voiceai_ari.fakes.audio_gen import dominant_frequency
-from voiceai_ari.fakes.gemini.server import FakeGeminiServer
 
 from . import analysis as A
 from .caller import Phone, place_call
+from .conftest import GEMINI_KEY as KEY
 from .test_call import no_leftovers, reply_coverage
 from .test_conversation import frames_with_tone
 
 pytestmark = pytest.mark.e2e
 AMP = 5000
-KEY = "gm-e2e-test-secret-0123456789"
-
-
-@pytest.fixture
-async def fake_gemini():
-    servers: list[FakeGeminiServer] = []
-
-    async def make(**kw) -> FakeGeminiServer:
-        kw.setdefault("api_key", KEY)
-        server = FakeGeminiServer(**kw)
-        await server.start()
-        servers.append(server)
-        return server
-    yield make
-    for s in servers:
-        await s.stop()
 
 
 def gemini_bot(make_bot, fake, **settings):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
+from ..serve import serve_until_signal
 from .server import FakeGeminiServer
 
 
@@ -26,23 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.pop("log_level").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        return asyncio.run(_serve(FakeGeminiServer(**args)))
+        return asyncio.run(serve_until_signal(FakeGeminiServer(**args)))
     except (ValueError, OSError) as exc:   # port in use, bad option value
         print(f"fake-gemini: {exc}", file=sys.stderr)
         return 2
-
-
-async def _serve(server: FakeGeminiServer) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(await server.start(), flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import copy
 import json
 import logging
 import random
-import signal
 import sys
 
 from aiohttp import WSMsgType, web
@@ -38,6 +37,7 @@ from .schema import (
     need,
     new_id,
 )
+from ..serve import serve_until_signal
 from ..vad import EnergyVad
 
 log = logging.getLogger(__name__)
@@ -381,24 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     if args["mode"] == "wav" and not args["wav_path"]:
         ap.error("--mode wav needs --wav FILE")
     try:
-        return asyncio.run(_serve(FakeRealtimeServer(**args)))
+        return asyncio.run(serve_until_signal(FakeRealtimeServer(**args)))
     except (ValueError, OSError) as exc:  # bad or missing WAV file, port in use, ...
         print(f"fake-realtime: {exc}", file=sys.stderr)
         return 2
-
-
-async def _serve(server: FakeRealtimeServer) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    url = await server.start()
-    print(url, flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-    return 0
 
 
 if __name__ == "__main__":
