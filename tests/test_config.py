@@ -152,3 +152,12 @@ def test_idle_timeout_with_semantic_vad_is_refused_at_start(tmp_path):
     assert p.returncode == 2
     [line] = p.stderr.strip().splitlines()
     assert "VOICEAI_IDLE_TIMEOUT_MS" in line and "server_vad" in line
+
+
+def test_check_requires_the_modules_the_transfer_targets_need():
+    from voiceai_ari.operate.check import REQUIRED_MODULES, required_modules
+    assert required_modules(load_settings()) == list(REQUIRED_MODULES)
+    s = load_settings(transfer_targets={"sales": "from-caller,200,1"})
+    assert required_modules(s)[-1:] == ["func_dialplan.so"]
+    s = load_settings(transfer_targets={"bob": "PJSIP/bob"}, fallback="transfer", fallback_target="ops,100,1")
+    assert set(required_modules(s)) - set(REQUIRED_MODULES) == {"func_dialplan.so", "res_pjsip_refer.so"}

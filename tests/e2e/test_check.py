@@ -47,3 +47,13 @@ def test_check_names_the_broken_step_and_its_fix(locked, env, step, fix):
     print("\n" + p.stdout)
     assert p.returncode == 1
     assert step in p.stdout and "fix:" in p.stdout and fix in p.stdout
+
+
+def test_check_asks_for_the_transfer_modules_the_targets_need(locked):
+    """A PJSIP target is a REFER (res_pjsip_refer), a dialplan target is checked with DIALPLAN_EXISTS
+    (func_dialplan): the sandbox loads both, so the check names them and passes."""
+    p = check(VOICEAI_TRANSFER_TARGETS='{"sales": "from-caller,200,1", "bob": "PJSIP/bob"}')
+    print("\n" + p.stdout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    [mods] = [line for line in p.stdout.splitlines() if "Asterisk modules" in line]
+    assert mods.startswith("✓") and "func_dialplan.so" in mods and "res_pjsip_refer.so" in mods

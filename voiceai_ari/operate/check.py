@@ -59,23 +59,40 @@ async def run_checks(settings: Settings) -> list[Step]:
                               "start Asterisk; http.conf needs enabled=yes and a bindaddr/bindport this host reaches; "
                               "set VOICEAI_ARI_URL"))
             return steps
-        steps.append(await _modules(ari))
+        steps.append(await _modules(ari, settings))
         steps.append(await _app(ari, settings))
         steps.append(await _media(settings))
     steps.append(await _model(settings))
     return steps
 
 
-async def _modules(ari: AriClient) -> Step:
+def required_modules(settings: Settings) -> list[str]:
+    """What the configured call path needs loaded: the media path always, and for transfers, what the
+    transfer code relies on (call/transfer.py): a dialplan target is checked with DIALPLAN_EXISTS()
+    (func_dialplan), a TECH/resource target is a REFER (res_pjsip_refer)."""
+    targets = list(settings.transfer_targets.values())
+    if settings.fallback == "transfer":
+        targets.append(settings.fallback_target)
+    mods = list(REQUIRED_MODULES)
+    if any("/" not in t for t in targets):
+        mods.append("func_dialplan.so")
+    if any(t.strip().upper().startswith("PJSIP/") for t in targets):
+        mods.append("res_pjsip_refer.so")
+    return mods
+
+
+async def _modules(ari: AriClient, settings: Settings) -> Step:
     try:
         mods = {m.get("name") for m in await ari.request("GET", "/asterisk/modules")}
     except AriError as exc:
         return Step("Asterisk modules", False, str(exc), "res_ari_asterisk.so must be loaded")
-    missing = [m for m in REQUIRED_MODULES if m not in mods]
+    required = required_modules(settings)
+    missing = [m for m in required if m not in mods]
     if missing:
         return Step("Asterisk modules", False, "not loaded: " + ", ".join(missing),
-                    "add `load = <module>` to modules.conf (codec_g722 carries the return audio), then restart")
-    return Step("Asterisk modules", True, ", ".join(REQUIRED_MODULES))
+                    "add `load = <module>` to modules.conf (codec_g722 carries the return audio; func_dialplan "
+                    "and res_pjsip_refer serve transfers), then restart")
+    return Step("Asterisk modules", True, ", ".join(required))
 
 
 async def _app(ari: AriClient, settings: Settings) -> Step:
