@@ -165,7 +165,7 @@ async def test_responses_failing_in_a_row_fall_back_and_readyz_says_so(make_bot,
     bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url,
                          VOICEAI_CONTROL_PORT=str(CONTROL_PORT))
     assert await readyz() == (200, {"ready": True, "ari_connected": True, "accepting_calls": True,
-                                    "model_ok": True})
+                                    "model_ok": True, "model": "gpt-realtime-2.1"})
     phone = Phone("g722")
     # the turn fails, the apology fails too (no second apology), the next turn fails: fallback
     phone.play(A.tone(1000, 0.5, amplitude=AMP) + A.silence(2.0) + A.tone(1000, 0.5, amplitude=AMP))
