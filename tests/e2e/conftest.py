@@ -156,6 +156,37 @@ async def fake_gemini():
         yield make
 
 
+class Provider:
+    """How a test drives one model provider through the bot: its fake, the bot's settings for it, and what
+    the fake records in the provider's own terms, read the same way for every provider."""
+
+    def __init__(self, name: str, make_fake, rate: int, settings) -> None:
+        self.name, self.make_fake, self.rate, self._settings = name, make_fake, rate, settings
+
+    def bot_settings(self, fake) -> dict[str, str]:
+        return self._settings(fake)
+
+    def tool_outputs(self, fs) -> list[dict]:
+        """The results the bot returned for the model's function calls, parsed, in order."""
+        if self.name == "gemini-live":
+            return [r["response"].get("output", r["response"]) for r in fs.tool_responses]
+        return [json.loads(e["item"]["output"]) for e in fs.events_of("conversation.item.create")
+                if e["item"]["type"] == "function_call_output"]
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@pytest.fixture(params=["openai-realtime", "gemini-live"])
+def provider(request, fake_model, fake_gemini) -> Provider:
+    """Each test that takes it runs once per model provider, against that provider's fake."""
+    if request.param == "gemini-live":
+        return Provider("gemini-live", fake_gemini, 16000, lambda fake: dict(
+            VOICEAI_PROVIDER="gemini-live", GEMINI_API_KEY=GEMINI_KEY, VOICEAI_GEMINI_URL=fake.url))
+    return Provider("openai-realtime", fake_model, 24000, lambda fake: dict(
+        OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url))
+
+
 # ------------------------------------------------------------------------------------------------ bot logs
 def log_messages(bot) -> str:
     """The bot's log as one message per line: the "msg" of each JSON line (text lines as they are)."""

@@ -124,11 +124,12 @@ LEAD_S, TONE_S = 0.8, 1.0   # the caller waits (silence) while the bot sets the 
 FOREIGN_BW = 40.0           # Hz either side of a foreign frequency when measuring its share
 
 
-async def test_twenty_concurrent_calls_are_isolated(make_bot, fake_model, tmp_path):
+async def test_twenty_concurrent_calls_are_isolated(make_bot, provider, tmp_path):
     """20 callers at once, each with its own tone, echo model: every model session gets exactly one caller's
     audio, every caller hears back only its own tone."""
-    fake = await fake_model(mode="echo", speed=4, seed=11)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url,
+    fake = await provider.make_fake(mode="echo", speed=4, seed=11)
+    rate = provider.rate
+    bot = await make_bot(**provider.bot_settings(fake),
                          VOICEAI_MAX_CALLS=str(N_CALLS + 5), VOICEAI_RTP_PORTS="47000-47024",
                          VOICEAI_LOG_LEVEL="INFO")
     phones = [Phone("g722") for _ in FREQS]
@@ -150,15 +151,15 @@ async def test_twenty_concurrent_calls_are_isolated(make_bot, fake_model, tmp_pa
     worst_in = (0.0, "")
     for i, fs in enumerate(fake.sessions):
         audio = bytes(fs.audio)
-        dom = A.dominant_freq(audio, 24000)
+        dom = A.dominant_freq(audio, rate)
         mine = min(FREQS, key=lambda f: abs(f - dom))
         assert abs(mine - dom) < 10, f"session {i}: dominant {dom:.1f} Hz is no caller's"
         session_freq[i] = mine
-        seg = A.tone_segments(audio, 24000, mine, tol_hz=15, min_dbfs=-35)
+        seg = A.tone_segments(audio, rate, mine, tol_hz=15, min_dbfs=-35)
         assert seg.tone_seconds >= 0.9 * TONE_S, f"session {i} ({mine:g} Hz) got {seg}"
         for other in FREQS:
             if other != mine:
-                share = A.band_share(audio, 24000, other, bw_hz=FOREIGN_BW)
+                share = A.band_share(audio, rate, other, bw_hz=FOREIGN_BW)
                 worst_in = max(worst_in, (share, f"session {mine:g} Hz has {other:g} Hz"))
                 assert share < 0.01, f"session of {mine:g} Hz hears caller {other:g} Hz: share {share:.4f}"
         assert [r["status"] for r in fs.responses][:1] == ["completed"], fs.responses
@@ -195,7 +196,7 @@ async def test_twenty_concurrent_calls_are_isolated(make_bot, fake_model, tmp_pa
     gap_ms, gap_at = max(gaps)
     # Not asserted: under this load the longest gap in the RTP a caller receives is set by Asterisk's
     # scheduling and the CPU (the bot's own output keeps its pace: measured with tcpdump, <= 42 ms).
-    print(f"\n[e2e] {N_CALLS} concurrent calls ok; worst foreign share: model side {worst_in[0]:.1e} "
+    print(f"\n[e2e] {N_CALLS} concurrent calls ({provider}) ok; worst foreign share: model side {worst_in[0]:.1e} "
           f"({worst_in[1]}), caller side {worst_out[0]:.1e} ({worst_out[1]}); SIP answer median "
           f"{sip_answer[N_CALLS // 2] * 1000:.0f} ms max {sip_answer[-1] * 1000:.0f} ms; bot set-up median "
           f"{sorted(setup)[N_CALLS // 2]} ms max {max(setup)} ms; echo heard {lat[0]:.2f}..{lat[-1]:.2f} s after "

@@ -51,6 +51,7 @@ class FakeGeminiSession:
         self.sent: list[tuple[float, dict]] = []      # (loop time, message); audio data replaced by its length
         self.audio = bytearray()                      # caller audio, 16 kHz PCM16 LE
         self.tool_responses: list[dict] = []
+        self.responses: list[dict] = []               # {"status": "completed"|"cancelled"} per model turn
         self.closed = asyncio.Event()
         self._rng = random.Random(None if server.seed is None else server.seed + index)
         self._vad: EnergyVad | None = None
@@ -199,6 +200,7 @@ class FakeGeminiSession:
             await self._send({"toolCallCancellation": {"ids": pending}})
         await self._send({"serverContent": {"interrupted": True}})
         await self._send({"serverContent": {"turnComplete": True}})
+        self.responses.append({"status": "cancelled"})
 
     async def _run_reply(self) -> None:
         srv = self.server
@@ -223,8 +225,8 @@ class FakeGeminiSession:
             fut: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
             self._open_calls[cid] = fut
             await self._send({"sessionResumptionUpdate": {"resumable": False}})
-            await self._send({"toolCall": {"functionCalls": [{"id": cid, "name": call["name"],
-                                                              "args": call.get("args", {})}]}})
+            args = call.get("args", call.get("arguments", {}))   # the Realtime fake's scripts say "arguments"
+            await self._send({"toolCall": {"functionCalls": [{"id": cid, "name": call["name"], "args": args}]}})
             await fut                      # the model waits for the result, then goes on by itself (§8)
         await self._send({"sessionResumptionUpdate": {"newHandle": self._new_handle(), "resumable": True}})
 
@@ -255,6 +257,7 @@ class FakeGeminiSession:
             "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": prompt - 20},
                                     {"modality": "TEXT", "tokenCount": 20}],
             "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": out}]}})
+        self.responses.append({"status": "completed"})
 
     def _new_handle(self) -> str:
         handle = f"fake-resume-{next(_ids)}-{self._rng.randrange(10**9)}"
@@ -264,7 +267,8 @@ class FakeGeminiSession:
 
 class FakeGeminiServer:
     """The fake server. ``mode``: "tone" (sine at ``tone_hz`` for ``tone_seconds``, -12 dBFS) or "echo"
-    (the caller's last utterance; the tone until there is one). ``speed``: how much faster than real time
+    (the caller's last utterance; the tone until there is one). A script's function call takes its arguments
+    as "args" (or "arguments", as the Realtime fake's scripts say). ``speed``: how much faster than real time
     audio is sent. ``api_key``: the key required (None: any non-empty key). ``reject_upgrade``: answer every
     upgrade with HTTP 429 (over quota). ``text_frames``: send text frames instead of binary ones."""
 
