@@ -1,4 +1,8 @@
-"""Test-wide settings."""
+"""Test-wide settings and fixtures."""
+
+import os
+
+import pytest
 
 from hypothesis import HealthCheck, settings
 
@@ -6,3 +10,12 @@ from hypothesis import HealthCheck, settings
 # same time, hypothesis' default 200 ms deadline per example fails for reasons that are not defects.
 settings.register_profile("voiceai", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("voiceai")
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No setting from the developer's environment or a stray .env reaches load_settings()."""
+    for k in list(os.environ):
+        if k.startswith("VOICEAI_") or k in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)

@@ -9,12 +9,7 @@ import pytest
 from voiceai_ari.config import ConfigError, Settings, env_name, load_settings
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for k in list(os.environ):
-        if k.startswith("VOICEAI_") or k == "OPENAI_API_KEY":
-            monkeypatch.delenv(k)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("clean_env")   # tests/conftest.py
 
 
 def test_defaults():

@@ -12,12 +12,7 @@ from voiceai_ari.cli import DEMO_CALL_WARNING, model_factory
 from voiceai_ari.config import ConfigError, load_settings
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for k in list(os.environ):
-        if k.startswith("VOICEAI_") or k == "OPENAI_API_KEY":
-            monkeypatch.delenv(k)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("clean_env")   # tests/conftest.py
 
 
 def test_demo_off_without_a_key_is_a_config_error_naming_openai_api_key():
