@@ -69,6 +69,19 @@ def test_audible_output_is_one_burst_ended_by_a_gap_and_silence_around_it_is_dro
     assert p.history == [("user", "hello"), ("assistant", "Hi there")]
 
 
+def test_after_a_tick_the_next_deadline_is_never_in_the_past():
+    """The adapter waits for the deadline: one in the past would spin without reading the socket."""
+    p = LiveProtocol(LiveConfig())
+    started(p)
+    p.receive(delta(tone(440, 0.1, 24000)), 0.0)
+    p.receive(msg(type="session.output_transcript.delta", delta="Hi"), 0.0)       # the bot text of a long reply
+    for k in range(1, 30):
+        now = k * 0.1
+        p.receive(delta(tone(440, 0.1, 24000)), now)
+        p.tick(now)
+        assert p.deadline() is None or p.deadline() > now
+
+
 def test_a_caller_transcript_ends_after_a_quiet_gap():
     p = LiveProtocol(LiveConfig())
     started(p)

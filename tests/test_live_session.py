@@ -251,3 +251,26 @@ async def test_session_ready_first(fake):
         assert isinstance(evs[0], SessionReady) and evs[0].session_id.startswith("live_")
     finally:
         await s.close()
+
+
+async def test_a_reply_paced_at_real_time_arrives_whole_as_one_burst(fake):
+    """GPT-Live streams at the pace of the input: a reply longer than the transcript gap still plays whole."""
+    server = await fake(mode="tone", tone_hz=440, tone_seconds=1.5, silence_ms=300)
+    s = LiveSession(server.url, KEY, LiveConfig())
+    await s.start()
+    loop = asyncio.get_running_loop()
+    pcm = tone(1000, 0.4, 24000) + silence(2.6, 24000)
+
+    async def real_time():
+        t0 = loop.time()
+        for k, i in enumerate(range(0, len(pcm), 960)):
+            s.send_audio(pcm[i:i + 960])
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.02 - loop.time()))
+    feeder = asyncio.create_task(real_time())
+    try:
+        evs = await collect(s, lambda e: isinstance(e, ResponseDone), timeout=6)
+        reply = [e for e in evs if isinstance(e, AudioDelta)]
+        assert sum(len(e.pcm) for e in reply) == 1.5 * 48000 and len({e.item_id for e in reply}) == 1
+    finally:
+        feeder.cancel()
+        await s.close()

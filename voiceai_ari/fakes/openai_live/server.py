@@ -54,7 +54,7 @@ class FakeLiveSession:
         self.config: dict[str, Any] = {}
         self.rate = 24000
         self.received: list[dict] = []                # client messages; audio replaced by its byte count
-        self.sent: list[dict] = []                    # server messages; audio replaced by its byte count
+        self.sent: list[dict] = []                    # server messages (+ "_at"); audio replaced by its byte count
         self.audio = bytearray()                      # caller audio at the session's rate
         self.tool_outputs: list[dict] = []
         self.closed = asyncio.Event()
@@ -98,9 +98,10 @@ class FakeLiveSession:
             await self._ws.send_str(json.dumps(msg))
         except (ConnectionError, RuntimeError):
             return
-        if self.server.keep_history:
-            self.sent.append({**msg, "delta": len(msg["delta"]) * 3 // 4}
-                             if msg["type"] == "session.output_audio.delta" else msg)
+        if self.server.keep_history:   # audio replaced by its byte count; "_at": the loop time it went
+            at = asyncio.get_running_loop().time()
+            self.sent.append({**msg, "delta": len(msg["delta"]) * 3 // 4, "_at": at}
+                             if msg["type"] == "session.output_audio.delta" else {**msg, "_at": at})
 
     async def run(self) -> None:
         try:

@@ -279,9 +279,12 @@ class LiveProtocol:
 
     # --- time ------------------------------------------------------------------------------------------
     def deadline(self) -> float | None:
-        """When `tick` has something to do (a burst or a transcript may end), or None."""
+        """When `tick` has something to do (a burst or a transcript may end), or None. After `tick(now)` it is
+        later than `now` (or None): the adapter waits for it."""
         times = [self._heard_at + BURST_GAP_S] if self._item is not None else []
-        times += [self._text_at[s] + TEXT_GAP_S for s in ("caller", "bot") if self._texts[s]]
+        # the bot's text waits for its burst to end (then it goes at once): no deadline for it meanwhile
+        times += [self._text_at[s] + TEXT_GAP_S for s in ("caller", "bot")
+                  if self._texts[s] and (s == "caller" or self._item is None)]
         return min(times) if times else None
 
     def tick(self, now: float) -> list[ModelEvent]:
