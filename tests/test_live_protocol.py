@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from voiceai_ari.fakes.audio_gen import silence, tone
 from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelError, ResponseDone, SessionReady, ToolCall,
-                                        Transcript)
+                                        Transcript, UsageUpdate)
 from voiceai_ari.providers.openai_live.protocol import BURST_GAP_S, TEXT_GAP_S, LiveConfig, LiveProtocol
 
 
@@ -124,16 +124,15 @@ def test_a_batch_answered_before_the_backend_is_done_continues_when_it_is():
 def test_usage_seconds_are_cumulative_and_priced_once():
     p = LiveProtocol(LiveConfig())
     started(p)
-    p.receive(msg(type="session.usage.updated", usage={"seconds": 15}), 0.0)
-    p.receive(msg(type="session.usage.updated", usage={"seconds": 30}), 0.0)
-    p.receive(delta(tone(440, 0.1, 24000)), 0.0)
-    assert p.tick(1.0)[-1].usage == {"live_seconds": 30.0}
-    p.receive(msg(type="session.usage.updated", usage={"seconds": 42}), 1.0)
-    p.new_session()                                                  # a reconnect: 12 s still unpriced
+    assert p.receive(msg(type="session.usage.updated", usage={"seconds": 15}), 0.0) == [
+        UsageUpdate({"live_seconds": 15.0})]
+    assert p.receive(msg(type="session.usage.updated", usage={"seconds": 30}), 0.0) == [
+        UsageUpdate({"live_seconds": 15.0})]
+    assert p.receive(msg(type="session.usage.updated", usage={"seconds": 30}), 0.0) == []
+    p.new_session()                                                  # a reconnect: the new session counts from 0
     started(p, "live_2")
-    p.receive(msg(type="session.usage.updated", usage={"seconds": 3}), 2.0)
-    p.receive(delta(tone(440, 0.1, 24000)), 2.0)
-    assert p.tick(3.0)[-1].usage == {"live_seconds": 15.0}
+    assert p.receive(msg(type="session.closed", reason="expired", usage={"seconds": 3}), 2.0) == [
+        UsageUpdate({"live_seconds": 3.0})]
 
 
 def test_errors_fatal_or_not_and_closed_reason():

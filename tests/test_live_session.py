@@ -10,7 +10,8 @@ from tests.session_io import collect, feed
 from voiceai_ari.fakes.audio_gen import dominant_frequency, silence, tone
 from voiceai_ari.fakes.openai_live.server import FakeLiveServer
 from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected,
-                                        ResponseDone, SessionReady, SpeechStarted, ToolCall, Transcript)
+                                        ResponseDone, SessionReady, SpeechStarted, ToolCall, Transcript,
+                                        UsageUpdate)
 from voiceai_ari.providers.openai_live.protocol import LiveConfig
 from voiceai_ari.providers.openai_live.session import LiveSession
 
@@ -62,7 +63,9 @@ async def test_a_turn_is_heard_and_answered_at_24k_paced_by_the_input_clock(fake
         texts = [(e.role, e.text) for e in evs if isinstance(e, Transcript)]
         assert [r for r, _ in texts] == ["caller", "bot"] and texts[1][1] == "(tone)"
         assert texts[0][1].startswith("(caller spoke ")
-        assert evs[-1].status == "completed" and evs[-1].usage["live_seconds"] >= 2.0
+        assert evs[-1].status == "completed"
+        usage = [e.usage["live_seconds"] for e in evs if isinstance(e, UsageUpdate)]
+        assert usage and sum(usage) == fs.input_ms // 1000   # one update per second of input, priced once
     finally:
         await s.close()
     await asyncio.wait_for(fs.closed.wait(), 2)

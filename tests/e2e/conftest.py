@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from voiceai_ari.fakes.gemini.server import FakeGeminiServer
+from voiceai_ari.fakes.openai_live.server import FakeLiveServer
 from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
 
 from .caller import REPO, sipp_binary, start_sandbox
 
 E2E_KEY = "sk-e2e-test-secret-0123456789"
 GEMINI_KEY = "gm-e2e-test-secret-0123456789"
+LIVE_KEY = "sk-live-e2e-test-secret-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +155,13 @@ async def fake_model():
 async def fake_gemini():
     """A fake Gemini Live server the bot talks to (VOICEAI_PROVIDER=gemini-live)."""
     async for make in _fake_servers(FakeGeminiServer, GEMINI_KEY):
+        yield make
+
+
+@pytest.fixture
+async def fake_live():
+    """A fake OpenAI GPT-Live server the bot talks to (VOICEAI_PROVIDER=openai-live)."""
+    async for make in _fake_servers(FakeLiveServer, LIVE_KEY):
         yield make
 
 

@@ -21,7 +21,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..providers.base import (AudioDelta, AudioDone, CallerIdle, ModelClosed, ModelError, ModelReconnected,
-                              ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
+                              ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript,
+                              UsageUpdate)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -137,6 +138,8 @@ class ConversationMixin:
                     return
             elif isinstance(ev, CallerIdle):
                 self._on_idle(ev)
+            elif isinstance(ev, UsageUpdate):
+                self._count_usage(ev.usage)
             elif isinstance(ev, ToolCall):
                 self._response_idle.clear()
                 self.spawn(self._run_tool(ev), f"tool-{ev.name}")

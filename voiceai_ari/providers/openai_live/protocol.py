@@ -20,8 +20,9 @@ What differs from OpenAI Realtime, and how it maps:
 - Tools run on a Responses backend (§2.8): calls are read only from nested `response.output_item.done`
   items of type function_call; every call of a delegation is answered with `response.item.create`, then
   one `response.create` once all are answered and the backend response is over (a partial batch is refused).
-- Usage is `usage.seconds`, cumulative per session (§2.11); each `ResponseDone` carries the seconds not yet
-  counted as ``{"live_seconds": s}``, priced per minute by the call.
+- Usage is `usage.seconds`, cumulative per session (§2.11); each update becomes a `UsageUpdate` with the
+  seconds not yet counted, ``{"live_seconds": s}``, priced per minute by the call. The seconds after the last
+  update of a call (they come ~every 15 s) are not counted: the call has stopped reading by `session.closed`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Any
 import numpy as np
 import pybase64
 
-from ..base import AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, ToolCall, Transcript
+from ..base import (AudioDelta, AudioDone, ModelError, ModelEvent, ResponseDone, SessionReady, ToolCall, Transcript,
+                    UsageUpdate)
 
 log = logging.getLogger("voiceai.live")
 
@@ -104,8 +106,7 @@ class LiveProtocol:
         self._texts: dict[str, list[str]] = {"caller": [], "bot": []}
         self._text_at: dict[str, float] = {"caller": 0.0, "bot": 0.0}
         self._seconds = 0.0                       # usage.seconds of this session
-        self._counted = 0.0                       # of which already put in a ResponseDone
-        self._unbilled = 0.0                      # from earlier sessions, not yet put in a ResponseDone
+        self._counted = 0.0                       # of which already in a UsageUpdate
         self._calls: dict[str, tuple[str, str]] = {}     # call_id -> (delegation id, name), unanswered
         self._answered: dict[str, set[str]] = {}         # delegation id -> answered call ids
         self._backend_done: set[str] = set()             # delegations whose backend response is over
@@ -195,9 +196,9 @@ class LiveProtocol:
                 self._seconds = self._counted = 0.0
                 out.append(SessionReady(self.session_id))
         elif kind == "session.usage.updated":
-            self._usage(msg.get("usage"))
+            out += self._usage(msg.get("usage"))
         elif kind == "session.closed":
-            self._usage(msg.get("usage"))
+            out += self._usage(msg.get("usage"))
             self.closed_reason = str(msg.get("reason") or "unknown")
         elif kind == "error":
             err = msg.get("error") if isinstance(msg.get("error"), dict) else {}
@@ -264,18 +265,17 @@ class LiveProtocol:
         out: list[ModelEvent] = [ToolCall(call_id, name, args if isinstance(args, str) else "{}")]
         if self._item is None:
             # not during a reply: say nothing is playing, or a hangup would wait for a reply that never ends
-            out.append(ResponseDone("completed", "tool_call", self._take_usage()))
+            out.append(ResponseDone("completed", "tool_call"))
         return out
 
-    def _usage(self, usage: Any) -> None:
-        if isinstance(usage, dict) and isinstance(usage.get("seconds"), (int, float)) \
-                and not isinstance(usage["seconds"], bool):
-            self._seconds = max(self._seconds, float(usage["seconds"]))   # cumulative: never added up
-
-    def _take_usage(self) -> dict[str, Any] | None:
-        seconds = self._unbilled + max(0.0, self._seconds - self._counted)
-        self._counted, self._unbilled = max(self._counted, self._seconds), 0.0
-        return {"live_seconds": seconds} if seconds > 0 else None
+    def _usage(self, usage: Any) -> list[ModelEvent]:
+        if not isinstance(usage, dict) or not isinstance(usage.get("seconds"), (int, float)) \
+                or isinstance(usage["seconds"], bool):
+            return []
+        self._seconds = max(self._seconds, float(usage["seconds"]))   # cumulative: never added up
+        seconds = max(0.0, self._seconds - self._counted)
+        self._counted = self._seconds
+        return [UsageUpdate({"live_seconds": seconds})] if seconds > 0 else []
 
     # --- time ------------------------------------------------------------------------------------------
     def deadline(self) -> float | None:
@@ -294,7 +294,7 @@ class LiveProtocol:
             self._held.clear()
             out.append(AudioDone(item))
             out += self._flush("bot", item)
-            out.append(ResponseDone("completed", None, self._take_usage()))
+            out.append(ResponseDone("completed", None))
         for side in ("caller", "bot"):
             if self._texts[side] and now >= self._text_at[side] + TEXT_GAP_S and \
                     (side == "caller" or self._item is None):
@@ -317,8 +317,7 @@ class LiveProtocol:
             self._item = None
             self._held.clear()
         out += self._flush("caller") + self._flush("bot")
-        self._unbilled += max(0.0, self._seconds - self._counted)
-        self._seconds = self._counted = 0.0
+        self._seconds = self._counted = 0.0     # the next session counts from 0
         self._stale.update(self._calls)
         self._calls.clear()
         self._answered.clear()
