@@ -105,3 +105,25 @@ async def test_gpt_live_drop_mid_call_keeps_the_call_and_the_next_reply_plays(ma
     assert bursts.tone_seconds >= 1.5, "both replies were heard (2 x 0.8 s)"
     assert "GPT-Live session resumed" in bot.log()
     assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_gpt_live_barge_in_the_model_stops_and_the_caller_hears_it_stop(make_bot, fake_live, tmp_path):
+    """No speech-started event and no flush: the bot goes quiet because the model stops sending. What the caller
+    still hears after speaking up is the model's reaction time (the fake's VAD onset) plus our queue depth."""
+    fake = await fake_live(mode="tone", tone_hz=440, tone_seconds=6.0)
+    bot = await live_bot(make_bot, fake)
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 0.6, amplitude=AMP) + A.silence(1.9) + A.tone(1000, 1.0, amplitude=AMP))
+    res = await place_call("100", phone=phone, call_seconds=4.5, workdir=tmp_path)
+    assert res.ok, res.summary()
+    fs = fake.sessions[0]
+    [stopped] = fs.stopped_at
+    next_reply = fs.sent_of("session.output_transcript.delta")[1]["_at"]    # after the caller's second turn
+    tone_times = [t for t in frames_with_tone(res, 440) if t < next_reply]
+    assert tone_times and tone_times[0] < stopped, "the reply was playing when the caller spoke"
+    tail_ms = (tone_times[-1] - stopped) * 1000
+    print(f"\n[e2e] gpt-live barge-in: the caller heard {len(tone_times) * 20} ms of the 6 s reply; its last packet "
+          f"{tail_ms:.0f} ms after the model stopped (no flush: what was queued played out)")
+    assert tail_ms <= 150, "at most one ~100 ms delta was queued at the caller's side"
+    assert not [t for t in tone_times if stopped + 0.2 < t], "bot audio did not resume"
+    assert (await no_leftovers(bot)) == ([], [], [])

@@ -57,6 +57,7 @@ class FakeLiveSession:
         self.sent: list[dict] = []                    # server messages (+ "_at"); audio replaced by its byte count
         self.audio = bytearray()                      # caller audio at the session's rate
         self.tool_outputs: list[dict] = []
+        self.stopped_at: list[float] = []             # loop times a reply stopped because the caller spoke
         self.closed = asyncio.Event()
         self._rng = random.Random(None if server.seed is None else server.seed + index)
         self._script = list(server.script)
@@ -179,6 +180,7 @@ class FakeLiveSession:
                 self._utterance_start = len(self.audio) - len(pcm)
                 if self._replies:               # talked over: the model stops by itself
                     self._replies.pop(0)
+                    self.stopped_at.append(asyncio.get_running_loop().time())
             else:
                 self._last_utterance = bytes(self.audio[self._utterance_start:])
                 start_ms = self._utterance_start * 1000 // (2 * self.rate)
