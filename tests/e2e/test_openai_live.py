@@ -127,3 +127,16 @@ async def test_gpt_live_barge_in_the_model_stops_and_the_caller_hears_it_stop(ma
     assert tail_ms <= 150, "at most one ~100 ms delta was queued at the caller's side"
     assert not [t for t in tone_times if stopped + 0.2 < t], "bot audio did not resume"
     assert (await no_leftovers(bot)) == ([], [], [])
+
+
+async def test_offline_demo_with_openai_live_provider_echoes(make_bot, tmp_path):
+    bot = await make_bot(VOICEAI_PROVIDER="openai-live")
+    assert "OPENAI_API_KEY is not set" in bot.log() and "OFFLINE DEMO MODEL" in bot.log()
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 1.0, amplitude=AMP))
+    res = await place_call("100", phone=phone, call_seconds=4.5, workdir=tmp_path)
+    assert res.ok, res.summary()
+    pcm, cov = reply_coverage(res, 1000)
+    print(f"\n[e2e] gpt-live offline demo: the caller heard their 1 s tone back: {cov}")
+    assert cov.start_s > 1.2 and cov.tone_seconds >= 0.9, cov
+    assert (await no_leftovers(bot)) == ([], [], [])

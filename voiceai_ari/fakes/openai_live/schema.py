@@ -93,8 +93,9 @@ def check_session(session: Any) -> dict[str, Any]:
         if m.get("role") not in ("developer", "user", "assistant"):
             raise LiveError("invalid_value", f"Invalid value for '{path}.role'.", f"{path}.role")
         parts = m.get("content")
-        if not isinstance(parts, list) or len(parts) != 1 or not isinstance(parts[0], dict) \
-                or parts[0].get("type") not in ("input_text", "output_text") or not isinstance(parts[0].get("text"), str):
+        part = parts[0] if isinstance(parts, list) and len(parts) == 1 else None
+        if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text") \
+                or not isinstance(part.get("text"), str):
             raise LiveError("invalid_value", f"'{path}.content' must hold one text part.", f"{path}.content")
     if len(s.get("input") or []) > 128:
         raise LiveError("array_above_max_length", "'session.input' holds at most 128 messages.", "session.input")
