@@ -1,5 +1,5 @@
 """Command line: `voiceai-ari run` (serve calls), `voiceai-ari check`, and the fake model servers
-`voiceai-ari fake-realtime` / `voiceai-ari fake-gemini`."""
+`voiceai-ari fake-realtime` / `voiceai-ari fake-gemini` / `voiceai-ari fake-live`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="serve calls from the Stasis app (reads VOICEAI_* settings)")
     sub.add_parser("fake-realtime", help="run the fake Realtime server", add_help=False)
     sub.add_parser("fake-gemini", help="run the fake Gemini Live server", add_help=False)
+    sub.add_parser("fake-live", help="run the fake OpenAI GPT-Live server", add_help=False)
     sub.add_parser("check", help="check configuration, Asterisk, RTP reachability and the model; exit 0/1")
     args, rest = parser.parse_known_args(argv)
     if args.command == "fake-realtime":
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fake-gemini":
         from .fakes.gemini import cli as fake_gemini
         return fake_gemini.main(rest) or 0
+    if args.command == "fake-live":
+        from .fakes.openai_live import cli as fake_live
+        return fake_live.main(rest) or 0
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check":

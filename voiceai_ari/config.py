@@ -61,8 +61,8 @@ class Settings(BaseSettings):
         description="OpenAI API key. Empty: the offline demo model (echo) is used.")
     demo: bool = Field(True, description="without OPENAI_API_KEY: on = calls get the offline echo demo model "
                        "(a warning per call); off = refuse to start")
-    provider: Literal["openai-realtime", "gemini-live"] = Field(
-        "openai-realtime", description="the speech-to-speech model API: openai-realtime or gemini-live")
+    provider: Literal["openai-realtime", "gemini-live", "openai-live"] = Field(
+        "openai-realtime", description="the speech-to-speech model API: openai-realtime, gemini-live or openai-live")
     gemini_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"),
         description="Gemini API key (GEMINI_API_KEY or GOOGLE_API_KEY), provider gemini-live. Empty: the offline demo")
@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         "", description="Gemini VAD: how readily caller speech starts a turn (empty: the server's default)")
     gemini_end_sensitivity: Literal["", "high", "low"] = Field(
         "", description="Gemini VAD: how readily silence ends a turn (empty: the server's default)")
+    live_url: str = Field("wss://api.openai.com/v1/live/sessions",
+                          description="GPT-Live WebSocket URL (OpenAI, or the fake), provider openai-live")
+    live_model: str = Field("gpt-live-1.1", description="GPT-Live voice model (provider openai-live)")
+    live_backend_model: str = Field(
+        "gpt-5.6-terra", description="GPT-Live: the Responses model that runs the tools (delegation)")
     realtime_url: str = Field("wss://api.openai.com/v1/realtime", description="Realtime WebSocket URL")
     model: str = Field("gpt-realtime-2.1", description="Realtime model name (gpt-realtime shuts down 2027-01-20)")
     voice: str = Field("marin", description="Voice of the bot")
@@ -174,6 +179,8 @@ class Settings(BaseSettings):
     price_text_out: float = Field(24.0, ge=0, description="USD per 1M text output tokens")
     price_cached_audio_in: float = Field(0.40, ge=0, description="USD per 1M cached audio input tokens")
     price_cached_text_in: float = Field(0.40, ge=0, description="USD per 1M cached text input tokens")
+    price_live_per_min: float = Field(0.05, ge=0, description="GPT-Live: USD per minute of session (backend "
+                                      "tokens not included)")
 
     # --- control API --------------------------------------------------------------------------------------
     control_host: str = Field("127.0.0.1", description="control API bind address (loopback unless a token is set)")
@@ -284,7 +291,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{v} is IPv6; RTP to Asterisk is IPv4 only, use an IPv4 address")
         return v
 
-    @field_validator("realtime_url", "gemini_url")
+    @field_validator("realtime_url", "gemini_url", "live_url")
     @classmethod
     def _check_ws_url(cls, v: str) -> str:
         if not v.startswith(("ws://", "wss://")):
@@ -325,6 +332,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{key}: required with VOICEAI_DEMO=off (or VOICEAI_DEMO=on: offline echo demo)")
         if self.provider == "gemini-live" and self.credentials != "api_key":
             raise ValueError("credentials: ephemeral and token_service are OpenAI's; gemini-live takes an API key")
+        if self.provider == "openai-live" and self.credentials != "api_key":
+            raise ValueError("credentials: ephemeral and token_service are Realtime's; openai-live takes an API key")
+        if self.provider == "openai-live" and self.idle_timeout_ms:
+            raise ValueError("idle_timeout_ms: not available with openai-live (GPT-Live has no idle timer; the "
+                             "model owns the turns)")
         if self.idle_timeout_ms and self.vad_type != "server_vad":
             raise ValueError("idle_timeout_ms: works with VOICEAI_VAD_TYPE=server_vad only (the Realtime API "
                              "has no idle timeout for semantic_vad)")
@@ -342,6 +354,8 @@ class Settings(BaseSettings):
         """No API key for the chosen provider (and no token service): the embedded fake model (echo) serves calls."""
         if self.provider == "gemini-live":
             return self.gemini_api_key is None
+        if self.provider == "openai-live":
+            return self.openai_api_key is None
         return self.openai_api_key is None and self.credentials != "token_service"
 
 

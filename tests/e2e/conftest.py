@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from voiceai_ari.fakes.gemini.server import FakeGeminiServer
+from voiceai_ari.fakes.openai_live.server import FakeLiveServer
 from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
 
 from .caller import REPO, sipp_binary, start_sandbox
 
 E2E_KEY = "sk-e2e-test-secret-0123456789"
 GEMINI_KEY = "gm-e2e-test-secret-0123456789"
+LIVE_KEY = "sk-live-e2e-test-secret-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +158,13 @@ async def fake_gemini():
         yield make
 
 
+@pytest.fixture
+async def fake_live():
+    """A fake OpenAI GPT-Live server the bot talks to (VOICEAI_PROVIDER=openai-live)."""
+    async for make in _fake_servers(FakeLiveServer, LIVE_KEY):
+        yield make
+
+
 class Provider:
     """How a test drives one model provider through the bot: its fake, the bot's settings for it, and what
     the fake records in the provider's own terms, read the same way for every provider."""
@@ -170,6 +179,8 @@ class Provider:
         """The results the bot returned for the model's function calls, parsed, in order."""
         if self.name == "gemini-live":
             return [r["response"].get("output", r["response"]) for r in fs.tool_responses]
+        if self.name == "openai-live":
+            return [json.loads(item["output"]) for item in fs.tool_outputs]
         return [json.loads(e["item"]["output"]) for e in fs.events_of("conversation.item.create")
                 if e["item"]["type"] == "function_call_output"]
 
@@ -177,9 +188,14 @@ class Provider:
         return self.name
 
 
-@pytest.fixture(params=["openai-realtime", "gemini-live"])
-def provider(request, fake_model, fake_gemini) -> Provider:
+@pytest.fixture(params=["openai-realtime", "gemini-live", "openai-live"])
+def provider(request, fake_model, fake_gemini, fake_live) -> Provider:
     """Each test that takes it runs once per model provider, against that provider's fake."""
+    if request.param == "openai-live":
+        def live_fake(speed: float = 1.0, **kw):   # its output is paced by the input clock: no `speed`
+            return fake_live(**kw)
+        return Provider("openai-live", live_fake, 24000, lambda fake: dict(
+            VOICEAI_PROVIDER="openai-live", OPENAI_API_KEY=LIVE_KEY, VOICEAI_LIVE_URL=fake.url))
     if request.param == "gemini-live":
         return Provider("gemini-live", fake_gemini, 16000, lambda fake: dict(
             VOICEAI_PROVIDER="gemini-live", GEMINI_API_KEY=GEMINI_KEY, VOICEAI_GEMINI_URL=fake.url))

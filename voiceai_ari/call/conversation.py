@@ -21,7 +21,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..providers.base import (AudioDelta, AudioDone, CallerIdle, ModelClosed, ModelError, ModelReconnected,
-                              ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript)
+                              ResponseDone, SessionReady, SpeechStarted, SpeechStopped, ToolCall, Transcript,
+                              UsageUpdate)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -137,6 +138,8 @@ class ConversationMixin:
                     return
             elif isinstance(ev, CallerIdle):
                 self._on_idle(ev)
+            elif isinstance(ev, UsageUpdate):
+                self._count_usage(ev.usage)
             elif isinstance(ev, ToolCall):
                 self._response_idle.clear()
                 self.spawn(self._run_tool(ev), f"tool-{ev.name}")
@@ -205,8 +208,16 @@ class ConversationMixin:
             self.end("caller inactive")
 
     def _count_usage(self: Call, usage: dict[str, Any] | None) -> None:
-        """Token usage of one response: per call, per process, and an estimated cost at the set prices."""
+        """Token usage of one response (GPT-Live: session seconds): per call, per process, and an estimated
+        cost at the set prices."""
         if not usage:
+            return
+        if "live_seconds" in usage:      # GPT-Live bills session time, not tokens
+            seconds = float(usage["live_seconds"])
+            self.usage["live_seconds"] = self.usage.get("live_seconds", 0) + seconds
+            cost = seconds / 60 * self.settings.price_live_per_min
+            self.cost_usd += cost
+            self.metrics.cost_usd += cost
             return
         counts, cost = usage_cost(usage, self.settings)
         for k, n in counts.items():

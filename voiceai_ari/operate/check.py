@@ -169,8 +169,9 @@ async def _model(settings: Settings) -> Step:
         await asyncio.wait_for(session.start(), 10)
         return Step(name, True, f"{choice.url} model {choice.model} session {session.session_id}")
     except Exception as exc:  # every failure here is a line in the table, not a crash
-        fix = ("check GEMINI_API_KEY, VOICEAI_GEMINI_URL and VOICEAI_GEMINI_MODEL" if settings.provider == "gemini-live"
-               else "check OPENAI_API_KEY (or the credentials mode), VOICEAI_REALTIME_URL and VOICEAI_MODEL")
+        fix = {"gemini-live": "check GEMINI_API_KEY, VOICEAI_GEMINI_URL and VOICEAI_GEMINI_MODEL",
+               "openai-live": "check OPENAI_API_KEY, VOICEAI_LIVE_URL and VOICEAI_LIVE_MODEL"}.get(
+            settings.provider, "check OPENAI_API_KEY (or the credentials mode), VOICEAI_REALTIME_URL and VOICEAI_MODEL")
         return Step(name, False, f"{type(exc).__name__}: {exc}", fix + "; the host must reach it (proxy, firewall)")
     finally:
         await session.close()

@@ -77,6 +77,12 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageUpdate:
+    """Usage billed outside any response (GPT-Live bills session time): priced like ResponseDone.usage."""
+    usage: dict
+
+
+@dataclass(frozen=True, slots=True)
 class ModelReconnected:
     """The connection dropped or the session expired; a new session carries the conversation on."""
     session_id: str
@@ -89,7 +95,7 @@ class ModelClosed:
 
 
 ModelEvent = Union[SessionReady, AudioDelta, AudioDone, SpeechStarted, SpeechStopped, Transcript,
-                   ResponseDone, CallerIdle, ToolCall, ModelError, ModelReconnected, ModelClosed]
+                   ResponseDone, CallerIdle, ToolCall, ModelError, UsageUpdate, ModelReconnected, ModelClosed]
 
 
 class ModelSession(Protocol):

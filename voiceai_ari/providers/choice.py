@@ -33,6 +33,8 @@ class ModelChoice:
 async def choose_model(settings: Settings, tools: list[dict[str, Any]]) -> ModelChoice:
     if settings.provider == "gemini-live":
         return await _gemini_live(settings, tools)
+    if settings.provider == "openai-live":
+        return await _openai_live(settings, tools)
     return await _openai_realtime(settings, tools)
 
 
@@ -75,3 +77,19 @@ async def _gemini_live(settings: Settings, tools: list[dict[str, Any]]) -> Model
         end_sensitivity=settings.gemini_end_sensitivity or None,
         prefix_padding_ms=settings.vad_prefix_padding_ms, silence_ms=settings.vad_silence_ms, tools=tools)
     return ModelChoice(lambda: GeminiSession(url, api_key, config), settings.gemini_model, url.split("?")[0], stop)
+
+
+async def _openai_live(settings: Settings, tools: list[dict[str, Any]]) -> ModelChoice:
+    from .openai_live.protocol import LiveConfig
+    from .openai_live.session import LiveSession
+
+    url, stop = settings.live_url, None
+    if settings.offline_demo:
+        from ..fakes.openai_live.server import FakeLiveServer
+        fake = FakeLiveServer(mode="echo", tone_hz=660, tone_seconds=0.3, keep_history=False)
+        url, stop, api_key = await fake.start(), fake.stop, DEMO_KEY
+    else:
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+    config = LiveConfig(model=settings.live_model, instructions=settings.instructions, voice=settings.voice,
+                        backend_model=settings.live_backend_model, tools=tools)
+    return ModelChoice(lambda: LiveSession(url, api_key, config), settings.live_model, url, stop)

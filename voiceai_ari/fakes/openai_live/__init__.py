@@ -1,0 +1,1 @@
+"""A fake of OpenAI's GPT-Live WebSocket, for tests and the offline demo."""

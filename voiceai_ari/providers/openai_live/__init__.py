@@ -1,0 +1,1 @@
+"""OpenAI GPT-Live (/v1/live/sessions)."""
