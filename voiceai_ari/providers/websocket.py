@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import websockets
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
+
+from ..proxy import use_env_proxy
 
 WRITE_NOW_LIMIT = 64 * 1024      # bytes already buffered in the transport beyond which messages queue
 
@@ -94,14 +97,15 @@ class Outbox:
 
 class ProviderSocket:
     """Base of a provider's `ModelSession` adapter: one connection at a time, its `Outbox`, and the
-    reconnect loop. A subclass implements `_connect` (open, configure, `self._attach(ws)`) and
+    reconnect loop. A subclass implements `_connect` (usually `self._open(url, headers, handshake)`) and
     `_new_connection` (forget per-connection state before an attempt), and names itself in `WHAT`."""
 
     WHAT = "model"                               # in log lines: "! model reconnect 1/2 after ..."
     RECONNECT_DELAYS: tuple[float, ...] = (0.2, 1.0)   # s before each attempt; all failed = give up
     log = logging.getLogger("voiceai.model")
 
-    def __init__(self, max_queue: int) -> None:
+    def __init__(self, max_queue: int, connect_timeout: float) -> None:
+        self._connect_timeout = connect_timeout
         self._ws: ClientConnection | None = None
         self._outbox = Outbox(max_queue)
         self._closing = False
@@ -124,7 +128,23 @@ class ProviderSocket:
         """What the log line says was carried over to the new connection."""
         return ""
 
-    def _attach(self, ws: ClientConnection) -> None:
+    async def _open(self, url: str, headers: dict[str, str],
+                    handshake: Callable[[ClientConnection], Awaitable[None]]) -> None:
+        """Dial `url` (no compression, 16 MiB messages, pings, HTTPS_PROXY/NO_PROXY except for loopback),
+        run the provider's `handshake` on the new socket, then send on it. A socket whose handshake is
+        refused, breaks, is cancelled, or outlives a close() meanwhile is aborted, never left open."""
+        ws = await asyncio.wait_for(connect(
+            url, additional_headers=headers, compression=None, max_size=16 * 2**20, ping_interval=20,
+            ping_timeout=20, proxy=True if use_env_proxy(url) else None, open_timeout=self._connect_timeout),
+            self._connect_timeout)
+        try:
+            await handshake(ws)
+            if self._closing:
+                raise ConnectionAbortedError("session closed while connecting")
+        except BaseException:
+            if ws.transport is not None:
+                ws.transport.abort()
+            raise
         self._ws = ws
         self._outbox.attach(ws)
 

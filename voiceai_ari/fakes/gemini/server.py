@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 
 from ...media.resample import StreamResampler
 from .. import audio_gen
+from ..serve import FakeServerBase
 from ..vad import EnergyVad
 from .setup import BAD_KEY, INVALID_ARGUMENT, SetupError, check_setup, normalise
 
@@ -265,7 +266,7 @@ class FakeGeminiSession:
         return handle
 
 
-class FakeGeminiServer:
+class FakeGeminiServer(FakeServerBase):
     """The fake server. ``mode``: "tone" (sine at ``tone_hz`` for ``tone_seconds``, -12 dBFS) or "echo"
     (the caller's last utterance; the tone until there is one). A script's function call takes its arguments
     as "args" (or "arguments", as the Realtime fake's scripts say). ``speed``: how much faster than real time
@@ -282,43 +283,13 @@ class FakeGeminiServer:
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.mode, self.tone_hz, self.tone_seconds, self.speed = mode, tone_hz, tone_seconds, speed
-        self.host, self.port, self.api_key, self.seed = host, port, api_key, seed
+        super().__init__()
+        self.host, self.port, self.path, self.api_key, self.seed = host, port, PATH, api_key, seed
         self.vad_threshold_dbfs, self.response_delay_s = vad_threshold_dbfs, response_delay_s
         self.script = [dict(e) for e in script or []]
         self.reject_upgrade, self.text_frames, self.keep_history = reject_upgrade, text_frames, keep_history
         self.tone_pcm = audio_gen.tone(tone_hz, tone_seconds, OUT_RATE, dbfs=-12.0, fade_ms=5)
         self.handles: dict[str, bytes] = {}    # resumption handle -> the session's last utterance
-        self.sessions: list[FakeGeminiSession] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Event()
-
-    async def start(self) -> str:
-        """Bind and serve; returns the WebSocket URL."""
-        app = web.Application()
-        app.router.add_get(PATH, self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        self.url = f"ws://{self.host}:{self.port}{PATH}"
-        return self.url
-
-    async def stop(self) -> None:
-        for s in self.sessions:
-            if not s._ws.closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(s._ws.close(code=1001), 2.0)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def wait_for_session(self, n: int = 1, timeout: float = 5.0) -> FakeGeminiSession:
-        async with asyncio.timeout(timeout):
-            while len(self.sessions) < n:
-                await self._changed.wait()
-        return self.sessions[n - 1]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.reject_upgrade:
@@ -333,9 +304,7 @@ class FakeGeminiServer:
             await ws.close(code=1007, message=BAD_KEY.encode())
             return ws
         session = FakeGeminiSession(self, ws, transport, len(self.sessions))
-        self.sessions.append(session)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._accepted(session)
         try:
             await session.run(request)
         except Exception:

@@ -23,7 +23,6 @@ A ``script`` gives the replies in order: ``{"audio": "tone"|"echo"|"none", "tone
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -35,6 +34,7 @@ import pybase64
 from aiohttp import WSMsgType, web
 
 from .. import audio_gen
+from ..serve import FakeServerBase
 from ..vad import EnergyVad
 from .schema import CLIENT_EVENTS, LiveError, check_append, check_session
 
@@ -289,7 +289,7 @@ class FakeLiveSession:
         self._queue_reply()               # the voice model speaks the continuation
 
 
-class FakeLiveServer:
+class FakeLiveServer(FakeServerBase):
     """The fake server. ``mode``: "tone" (sine at ``tone_hz`` for ``tone_seconds``, -12 dBFS) or "echo"
     (the caller's last utterance; the tone until there is one). ``api_key``: the key required (None: any
     non-empty key). ``silence_ms``: the VAD's end-of-turn silence. ``usage_every_s``: of input, between
@@ -303,40 +303,11 @@ class FakeLiveServer:
         if mode not in ("tone", "echo"):
             raise ValueError(f"mode must be 'tone' or 'echo', not {mode!r}")
         self.mode, self.tone_hz, self.tone_seconds = mode, tone_hz, tone_seconds
-        self.host, self.port, self.api_key, self.seed = host, port, api_key, seed
+        super().__init__()
+        self.host, self.port, self.path, self.api_key, self.seed = host, port, PATH, api_key, seed
         self.vad_threshold_dbfs, self.silence_ms, self.usage_every_s = vad_threshold_dbfs, silence_ms, usage_every_s
         self.silence_track, self.keep_history = silence_track, keep_history
         self.script = [dict(e) for e in script or []]
-        self.sessions: list[FakeLiveSession] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._changed = asyncio.Event()
-
-    async def start(self) -> str:
-        """Bind and serve; returns the WebSocket URL."""
-        app = web.Application()
-        app.router.add_get(PATH, self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
-        self.url = f"ws://{self.host}:{self.port}{PATH}"
-        return self.url
-
-    async def stop(self) -> None:
-        for s in self.sessions:
-            if not s._ws.closed:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(s._ws.close(code=1001), 2.0)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def wait_for_session(self, n: int = 1, timeout: float = 5.0) -> FakeLiveSession:
-        async with asyncio.timeout(timeout):
-            while len(self.sessions) < n:
-                await self._changed.wait()
-        return self.sessions[n - 1]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
@@ -349,9 +320,7 @@ class FakeLiveServer:
         transport = request.transport
         await ws.prepare(request)
         session = FakeLiveSession(self, ws, transport, len(self.sessions))
-        self.sessions.append(session)
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._accepted(session)
         try:
             await session.run()
         except Exception:

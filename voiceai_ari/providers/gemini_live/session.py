@@ -15,10 +15,9 @@ import logging
 from collections.abc import AsyncIterator
 
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection
 
 from ...media.resample import StreamResampler
-from ...proxy import use_env_proxy
 from ..base import MODEL_RATE, ModelClosed, ModelError, ModelEvent, ModelReconnected, SessionReady
 from ..websocket import ProviderSocket
 from .protocol import INPUT_RATE, GeminiConfig, GeminiProtocol
@@ -38,8 +37,7 @@ class GeminiSession(ProviderSocket):
         self.url = url
         self._key = api_key
         self.proto = GeminiProtocol(config)
-        self._connect_timeout = connect_timeout
-        super().__init__(max_queue)
+        super().__init__(max_queue, connect_timeout)
         self._up = StreamResampler(MODEL_RATE, INPUT_RATE)
         self._first: list[ModelEvent] = []
 
@@ -49,29 +47,20 @@ class GeminiSession(ProviderSocket):
 
     async def _connect(self) -> None:
         """Open a socket, send `setup` (with the resumption handle if there is one), wait for setupComplete."""
-        ws = await asyncio.wait_for(connect(
-            self.url, additional_headers={"x-goog-api-key": self._key}, compression=None, max_size=16 * 2**20,
-            proxy=True if use_env_proxy(self.url) else None,   # HTTPS_PROXY, NO_PROXY; never for loopback
-            ping_interval=20, ping_timeout=20, open_timeout=self._connect_timeout), self._connect_timeout)
+        await self._open(self.url, {"x-goog-api-key": self._key}, self._handshake)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
         try:
-            try:
-                await ws.send(self.proto.setup_message())
-                first = await asyncio.wait_for(ws.recv(), self._connect_timeout)
-            except websockets.ConnectionClosed as exc:   # refused: the close frame says why (§10)
-                rcvd = exc.rcvd
-                raise ConnectionRefusedError(
-                    f"Gemini Live refused the session ({rcvd.code if rcvd else 'no close frame'}: "
-                    f"{rcvd.reason if rcvd else ''})") from None
-            self._first = self.proto.receive(first)
-            if not any(isinstance(e, SessionReady) for e in self._first):
-                raise ConnectionRefusedError("Gemini Live: no setupComplete")
-            if self._closing:
-                raise ConnectionAbortedError("session closed while connecting")
-        except BaseException:   # cancelled, refused or broken: never leave the socket open
-            if ws.transport is not None:
-                ws.transport.abort()
-            raise
-        self._attach(ws)
+            await ws.send(self.proto.setup_message())
+            first = await asyncio.wait_for(ws.recv(), self._connect_timeout)
+        except websockets.ConnectionClosed as exc:   # refused: the close frame says why (§10)
+            rcvd = exc.rcvd
+            raise ConnectionRefusedError(
+                f"Gemini Live refused the session ({rcvd.code if rcvd else 'no close frame'}: "
+                f"{rcvd.reason if rcvd else ''})") from None
+        self._first = self.proto.receive(first)
+        if not any(isinstance(e, SessionReady) for e in self._first):
+            raise ConnectionRefusedError("Gemini Live: no setupComplete")
 
     # --- client messages -----------------------------------------------------------------------------
     def send_audio(self, pcm: bytes) -> None:

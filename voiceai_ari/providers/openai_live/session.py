@@ -18,9 +18,8 @@ import logging
 from collections.abc import AsyncIterator
 
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection
 
-from ...proxy import use_env_proxy
 from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected, SessionReady
 from ..websocket import ProviderSocket, write_now
 from .protocol import LiveConfig, LiveProtocol
@@ -40,8 +39,7 @@ class LiveSession(ProviderSocket):
         self.url = url
         self._key = api_key
         self.proto = LiveProtocol(config)
-        self._connect_timeout = connect_timeout
-        super().__init__(max_queue)
+        super().__init__(max_queue, connect_timeout)
         self._first: list[ModelEvent] = []
 
     @property
@@ -50,32 +48,23 @@ class LiveSession(ProviderSocket):
 
     async def _connect(self) -> None:
         """Open a socket, send `session.start`, wait for `session.started` (an `error` refuses it)."""
-        ws = await asyncio.wait_for(connect(
-            self.url, additional_headers={"Authorization": f"Bearer {self._key}"}, compression=None,
-            max_size=16 * 2**20, proxy=True if use_env_proxy(self.url) else None,
-            ping_interval=20, ping_timeout=20, open_timeout=self._connect_timeout), self._connect_timeout)
-        try:
-            loop = asyncio.get_running_loop()
-            await ws.send(self.proto.start_message())
-            while True:
-                try:
-                    first = await asyncio.wait_for(ws.recv(), self._connect_timeout)
-                except websockets.ConnectionClosed:
-                    raise ConnectionRefusedError("GPT-Live closed the connection before session.started") from None
-                evs = self.proto.receive(first, loop.time())
-                err = next((e for e in evs if isinstance(e, ModelError)), None)
-                if err is not None:
-                    raise ConnectionRefusedError(f"GPT-Live refused session.start ({err.code}: {err.message})")
-                if any(isinstance(e, SessionReady) for e in evs):
-                    break
-            self._first = evs
-            if self._closing:
-                raise ConnectionAbortedError("session closed while connecting")
-        except BaseException:   # cancelled, refused or broken: never leave the socket open
-            if ws.transport is not None:
-                ws.transport.abort()
-            raise
-        self._attach(ws)
+        await self._open(self.url, {"Authorization": f"Bearer {self._key}"}, self._handshake)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        await ws.send(self.proto.start_message())
+        while True:
+            try:
+                first = await asyncio.wait_for(ws.recv(), self._connect_timeout)
+            except websockets.ConnectionClosed:
+                raise ConnectionRefusedError("GPT-Live closed the connection before session.started") from None
+            evs = self.proto.receive(first, loop.time())
+            err = next((e for e in evs if isinstance(e, ModelError)), None)
+            if err is not None:
+                raise ConnectionRefusedError(f"GPT-Live refused session.start ({err.code}: {err.message})")
+            if any(isinstance(e, SessionReady) for e in evs):
+                break
+        self._first = evs
 
     # --- client messages -----------------------------------------------------------------------------
     def send_audio(self, pcm: bytes) -> None:

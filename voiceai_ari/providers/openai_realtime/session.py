@@ -15,9 +15,8 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection
 
-from ...proxy import use_env_proxy
 from .credentials import ApiKey, Credentials
 from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected
 from ..websocket import ProviderSocket
@@ -37,8 +36,7 @@ class RealtimeSession(ProviderSocket):
         self.url = f"{url}{sep}{urlencode({'model': config.model})}"
         self._credentials = ApiKey(credentials) if isinstance(credentials, str) else credentials
         self.proto = RealtimeProtocol(config)
-        self._connect_timeout = connect_timeout
-        super().__init__(max_queue)
+        super().__init__(max_queue, connect_timeout)
         self.cancels_sent = 0
 
     @property
@@ -48,29 +46,19 @@ class RealtimeSession(ProviderSocket):
     async def _connect(self) -> None:
         """Open a socket, configure the session, replay the history, then start sending queued events."""
         token = await asyncio.wait_for(self._credentials.bearer(), self._connect_timeout)
-        ws = await asyncio.wait_for(connect(
-            self.url, additional_headers={"Authorization": f"Bearer {token}"},
-            compression=None, max_size=16 * 2**20, ping_interval=20, ping_timeout=20,
-            proxy=True if use_env_proxy(self.url) else None,   # HTTPS_PROXY, NO_PROXY; never for loopback
-            open_timeout=self._connect_timeout), self._connect_timeout)
-        try:
-            # the server speaks first: session.created, or an error (the live API authenticates after the
-            # upgrade and sends an error before closing)
-            first = self.proto.receive(await asyncio.wait_for(ws.recv(), self._connect_timeout))
-            errors = [e for e in first if isinstance(e, ModelError)]
-            if errors or self.proto.session_id is None:
-                what = f"{errors[0].code}: {errors[0].message}" if errors else "no session.created"
-                raise ConnectionRefusedError(f"Realtime session refused ({what})")
-            if self._closing:
-                raise ConnectionAbortedError("session closed while connecting")
-            await ws.send(self.proto.session_update())
-            for msg in self.proto.restore_history():
-                await ws.send(msg)
-        except BaseException:   # cancelled, refused or broken: never leave the socket open
-            if ws.transport is not None:
-                ws.transport.abort()
-            raise
-        self._attach(ws)
+        await self._open(self.url, {"Authorization": f"Bearer {token}"}, self._handshake)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        # the server speaks first: session.created, or an error (the live API authenticates after the
+        # upgrade and sends an error before closing)
+        first = self.proto.receive(await asyncio.wait_for(ws.recv(), self._connect_timeout))
+        errors = [e for e in first if isinstance(e, ModelError)]
+        if errors or self.proto.session_id is None:
+            what = f"{errors[0].code}: {errors[0].message}" if errors else "no session.created"
+            raise ConnectionRefusedError(f"Realtime session refused ({what})")
+        await ws.send(self.proto.session_update())
+        for msg in self.proto.restore_history():
+            await ws.send(msg)
 
     # --- client events -----------------------------------------------------------------------------------
     def send_audio(self, pcm: bytes) -> None:
