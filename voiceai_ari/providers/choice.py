@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .base import ModelSession
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from ..config import Settings
 
 log = logging.getLogger("voiceai")
@@ -38,23 +40,28 @@ async def choose_model(settings: Settings, tools: list[dict[str, Any]]) -> Model
     return await _openai_realtime(settings, tools)
 
 
+async def _endpoint(settings: Settings, url: str, key: SecretStr | None,
+                    fake_cls: type) -> tuple[str, Callable[[], Awaitable[None]] | None, str]:
+    """(url, stop, api key): the provider's own, or without a key its embedded fake in echo mode (the offline
+    demo; a greeting, asked for before anything was said, is a short beep)."""
+    if not settings.offline_demo:
+        return url, None, key.get_secret_value() if key is not None else ""
+    fake = fake_cls(mode="echo", tone_hz=660, tone_seconds=0.3, keep_history=False)
+    return await fake.start(), fake.stop, DEMO_KEY
+
+
 async def _openai_realtime(settings: Settings, tools: list[dict[str, Any]]) -> ModelChoice:
     from .openai_realtime.credentials import make_credentials
     from .openai_realtime.session import RealtimeSession
     from .openai_realtime.session_config import SessionConfig, retirement_notice
 
-    url, stop = settings.realtime_url, None
-    if settings.offline_demo:
-        from ..fakes.realtime.server import FakeRealtimeServer
-        # echo mode; its greeting (a response with nothing said yet) is a short beep
-        fake = FakeRealtimeServer(mode="echo", tone_hz=660, tone_seconds=0.3, host="127.0.0.1", port=0,
-                                  keep_history=False)
-        url, stop, api_key = await fake.start(), fake.stop, DEMO_KEY
-    else:
-        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
-        notice = retirement_notice(settings.model)
-        if notice:
-            log.warning("! %s", notice)
+    from ..fakes.realtime.server import FakeRealtimeServer
+
+    url, stop, api_key = await _endpoint(settings, settings.realtime_url, settings.openai_api_key,
+                                         FakeRealtimeServer)
+    notice = retirement_notice(settings.model)
+    if notice and not settings.offline_demo:
+        log.warning("! %s", notice)
     config = SessionConfig.from_settings(settings, tools, transcription=not settings.offline_demo)
     credentials = make_credentials(settings, url, config.session(), api_key)
     return ModelChoice(lambda: RealtimeSession(url, credentials, config), settings.model, url.split("?")[0], stop)
@@ -64,13 +71,9 @@ async def _gemini_live(settings: Settings, tools: list[dict[str, Any]]) -> Model
     from .gemini_live.protocol import GeminiConfig
     from .gemini_live.session import GeminiSession
 
-    url, stop = settings.gemini_url, None
-    if settings.offline_demo:
-        from ..fakes.gemini.server import FakeGeminiServer
-        fake = FakeGeminiServer(mode="echo", tone_hz=660, tone_seconds=0.3, keep_history=False)
-        url, stop, api_key = await fake.start(), fake.stop, DEMO_KEY
-    else:
-        api_key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else ""
+    from ..fakes.gemini.server import FakeGeminiServer
+
+    url, stop, api_key = await _endpoint(settings, settings.gemini_url, settings.gemini_api_key, FakeGeminiServer)
     config = GeminiConfig(
         model=settings.gemini_model, instructions=settings.instructions, voice=settings.gemini_voice,
         start_sensitivity=settings.gemini_start_sensitivity or None,
@@ -83,13 +86,9 @@ async def _openai_live(settings: Settings, tools: list[dict[str, Any]]) -> Model
     from .openai_live.protocol import LiveConfig
     from .openai_live.session import LiveSession
 
-    url, stop = settings.live_url, None
-    if settings.offline_demo:
-        from ..fakes.openai_live.server import FakeLiveServer
-        fake = FakeLiveServer(mode="echo", tone_hz=660, tone_seconds=0.3, keep_history=False)
-        url, stop, api_key = await fake.start(), fake.stop, DEMO_KEY
-    else:
-        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+    from ..fakes.openai_live.server import FakeLiveServer
+
+    url, stop, api_key = await _endpoint(settings, settings.live_url, settings.openai_api_key, FakeLiveServer)
     config = LiveConfig(model=settings.live_model, instructions=settings.instructions, voice=settings.voice,
                         backend_model=settings.live_backend_model, tools=tools)
     return ModelChoice(lambda: LiveSession(url, api_key, config), settings.live_model, url, stop)
