@@ -356,3 +356,13 @@ def test_transfer_answers_with_the_outcome(server, outcome, status, body):
         del box["app"].calls["stub-1"]
     assert (r.status_code, r.json()) == (status, body)
     assert [d.name for d in call.asked] == ["sales"]
+
+
+@pytest.mark.parametrize("body", [{"target": "frontdesk", "timeout_s": True}, {"target": "frontdesk", "timeout_s": "30"},
+                                  {"target": "frontdesk", "caller_id": 5}, {"target": 1}])
+def test_originate_body_types_are_the_schemas_not_coerced(body):
+    """schemathesis found `"timeout_s": true` accepted as 1 s: a value of the wrong JSON type is a 422."""
+    with control_api(originate_targets=TARGETS) as (url, app, ari, _):
+        r = requests.post(f"{url}/calls", json=body, timeout=5)
+        assert r.status_code == 422, (body, r.text)
+        assert ari.originated == []

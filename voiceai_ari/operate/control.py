@@ -45,18 +45,22 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 RING_GRACE_S = 30.0   # a ringing outbound call holds its slot this long past its timeout if no event frees it
 
 
+# strict: a JSON value must have the schema's type (no true for 1, no "30" for 30), as the OpenAPI document says
+BODY_CONFIG = ConfigDict(extra="forbid", strict=True)
+
+
 class TransferBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY_CONFIG
     target: str = Field(min_length=1, max_length=64)
 
 
 class TextBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY_CONFIG
     text: str = Field(min_length=1, max_length=4000)
 
 
 class OriginateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY_CONFIG
     target: str = Field(min_length=1, max_length=64, description="a name of VOICEAI_ORIGINATE_TARGETS")
     caller_id: str = Field("voiceai", max_length=80)
     timeout_s: int = Field(30, ge=1, le=300, description="seconds to ring before giving up")
@@ -70,7 +74,7 @@ class OriginateBody(BaseModel):
 
 
 class EmptyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = BODY_CONFIG
 
 
 def call_summary(call: Call) -> dict[str, Any]:
