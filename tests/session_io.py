@@ -1,4 +1,4 @@
-"""Driving a provider's ModelSession in tests: feed it caller audio, read its events."""
+"""Driving a provider's ModelSession in tests: its fake server, caller audio in, events out."""
 
 import asyncio
 
@@ -20,3 +20,19 @@ async def collect(session, until, timeout=10):
                 return
     await asyncio.wait_for(run(), timeout)
     return out
+
+
+async def fake_servers(cls, **defaults):
+    """For a fixture: yields `make(**kw)`, which starts a fake of `cls` (kw over `defaults`); all are stopped
+    when the fixture ends."""
+    servers = []
+
+    async def make(**kw):
+        server = cls(**{**defaults, **kw})
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        await s.stop()

@@ -6,7 +6,7 @@ import json
 import pytest
 import websockets
 
-from tests.session_io import collect, feed
+from tests.session_io import collect, fake_servers, feed
 from voiceai_ari.fakes.audio_gen import dominant_frequency, silence, tone
 from voiceai_ari.fakes.gemini.server import FakeGeminiServer
 from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected,
@@ -19,18 +19,8 @@ KEY = "gm-test-key"
 
 @pytest.fixture
 async def fake():
-    servers = []
-
-    async def make(**kw):
-        kw.setdefault("api_key", KEY)
-        kw.setdefault("seed", 1)
-        s = FakeGeminiServer(**kw)
-        await s.start()
-        servers.append(s)
-        return s
-    yield make
-    for s in servers:
-        await s.stop()
+    async for make in fake_servers(FakeGeminiServer, api_key=KEY, seed=1):
+        yield make
 
 
 async def test_a_turn_is_heard_at_16k_and_answered_at_24k(fake):

@@ -6,7 +6,7 @@ import json
 import pytest
 import websockets
 
-from tests.session_io import collect, feed
+from tests.session_io import collect, fake_servers, feed
 from voiceai_ari.fakes.audio_gen import dominant_frequency, silence, tone
 from voiceai_ari.fakes.openai_live.server import FakeLiveServer
 from voiceai_ari.providers.base import (AudioDelta, AudioDone, ModelClosed, ModelError, ModelReconnected,
@@ -22,18 +22,8 @@ TOOLS = [{"type": "function", "name": "send_dtmf", "description": "keys", "param
 
 @pytest.fixture
 async def fake():
-    servers = []
-
-    async def make(**kw):
-        kw.setdefault("api_key", KEY)
-        kw.setdefault("seed", 1)
-        s = FakeLiveServer(**kw)
-        await s.start()
-        servers.append(s)
-        return s
-    yield make
-    for s in servers:
-        await s.stop()
+    async for make in fake_servers(FakeLiveServer, api_key=KEY, seed=1):
+        yield make
 
 
 def utterance(seconds=0.6):

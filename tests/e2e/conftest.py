@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.session_io import fake_servers
+
 from voiceai_ari.fakes.gemini.server import FakeGeminiServer
 from voiceai_ari.fakes.openai_live.server import FakeLiveServer
 from voiceai_ari.fakes.realtime.server import FakeRealtimeServer
@@ -128,40 +130,24 @@ async def make_bot(sandbox, tmp_path):
         lock.close()
 
 
-async def _fake_servers(cls, key: str):
-    """Start fakes of `cls` in this test's event loop (tests read what they received); stop them after."""
-    servers = []
-
-    async def make(**kw):
-        kw.setdefault("api_key", key)
-        server = cls(**kw)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield make
-    for s in servers:
-        await s.stop()
-
-
 @pytest.fixture
 async def fake_model():
     """A fake Realtime server the bot talks to."""
-    async for make in _fake_servers(FakeRealtimeServer, E2E_KEY):
+    async for make in fake_servers(FakeRealtimeServer, api_key=E2E_KEY):
         yield make
 
 
 @pytest.fixture
 async def fake_gemini():
     """A fake Gemini Live server the bot talks to (VOICEAI_PROVIDER=gemini-live)."""
-    async for make in _fake_servers(FakeGeminiServer, GEMINI_KEY):
+    async for make in fake_servers(FakeGeminiServer, api_key=GEMINI_KEY):
         yield make
 
 
 @pytest.fixture
 async def fake_live():
     """A fake OpenAI GPT-Live server the bot talks to (VOICEAI_PROVIDER=openai-live)."""
-    async for make in _fake_servers(FakeLiveServer, LIVE_KEY):
+    async for make in fake_servers(FakeLiveServer, api_key=LIVE_KEY):
         yield make
 
 

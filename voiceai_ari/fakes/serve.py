@@ -9,7 +9,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +22,7 @@ class FakeServerBase:
     host: str
     port: int
     path: str
+    keep_history: bool
 
     def __init__(self) -> None:
         self.sessions: list[Any] = []
@@ -57,6 +58,18 @@ class FakeServerBase:
         self.sessions.append(session)
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def _serve_session(self, session: Any, run: Awaitable[None]) -> None:
+        """Accept `session` and run it; a crash is logged, never raised into aiohttp. Without
+        `keep_history` (the embedded demo model) the finished session is forgotten, so memory stays flat."""
+        self._accepted(session)
+        try:
+            await run
+        except Exception:
+            logging.getLogger(type(self).__module__).exception("%s: session crashed", type(self).__name__)
+        finally:
+            if not self.keep_history:
+                self.sessions.remove(session)
 
     async def wait_for_session(self, n: int = 1, timeout: float = 5.0) -> Any:
         """Wait until `n` sessions have been accepted; return the n-th (1-based)."""

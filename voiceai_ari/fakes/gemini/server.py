@@ -304,14 +304,7 @@ class FakeGeminiServer(FakeServerBase):
             await ws.close(code=1007, message=BAD_KEY.encode())
             return ws
         session = FakeGeminiSession(self, ws, transport, len(self.sessions))
-        self._accepted(session)
-        try:
-            await session.run(request)
-        except Exception:
-            log.exception("fake-gemini: session crashed")
-        finally:
-            if not self.keep_history:
-                self.sessions.remove(session)
+        await self._serve_session(session, session.run(request))
         return ws
 
 

@@ -320,14 +320,7 @@ class FakeLiveServer(FakeServerBase):
         transport = request.transport
         await ws.prepare(request)
         session = FakeLiveSession(self, ws, transport, len(self.sessions))
-        self._accepted(session)
-        try:
-            await session.run()
-        except Exception:
-            log.exception("fake-live: session crashed")
-        finally:
-            if not self.keep_history:
-                self.sessions.remove(session)
+        await self._serve_session(session, session.run())
         return ws
 
 
