@@ -1,8 +1,7 @@
-"""Settings from the environment and `.env`, validated once at start-up.
+"""The `Settings` class: every setting, its default, its bounds and its cross-field checks.
 
-Every setting is `VOICEAI_<NAME>` except `OPENAI_API_KEY`. A bad value stops start-up with one line naming
-the variable (`load_settings` raises `ConfigError`; the CLI prints it and exits 2). Secrets are `SecretStr`,
-so they never show in a repr or a log line.
+Every setting is `VOICEAI_<NAME>` except `OPENAI_API_KEY`; secrets are `SecretStr`, so they never show in a
+repr or a log line. `voiceai_ari.config.load_settings` turns a validation error into one line.
 """
 
 from __future__ import annotations
@@ -11,42 +10,12 @@ import ipaddress
 import re
 from typing import Literal
 
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .values import HttpToolBase, _loopback, originate_endpoint
+
 ENV_PREFIX = "VOICEAI_"
-
-
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message names the environment variable."""
-
-
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-
-
-class HttpToolBase(BaseModel):
-    """One `api_call` allowlist entry: a base URL and the HTTP methods the model may use under it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    url: str
-    methods: tuple[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], ...] = ("GET", "POST")
-
-    @field_validator("url")
-    @classmethod
-    def _base_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")) or v.count("/") < 3:
-            raise ValueError(f"{v!r} must be a base URL like https://host/path/")
-        return v
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _upper(cls, v: object) -> object:
-        if isinstance(v, (list, tuple)):
-            if not v:
-                raise ValueError("methods: give at least one of " + ", ".join(HTTP_METHODS))
-            return tuple(dict.fromkeys(m.upper() if isinstance(m, str) else m for m in v))
-        return v
 
 
 class Settings(BaseSettings):
@@ -218,7 +187,7 @@ class Settings(BaseSettings):
     @field_validator("transfer_targets")
     @classmethod
     def _check_targets(cls, v: dict[str, str]) -> dict[str, str]:
-        from .call.tools import TransferDestination  # the tool's own parser: one rule, checked at start
+        from ..call.tools import TransferDestination  # the tool's own parser: one rule, checked at start
         for name, dest in v.items():
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"target name {name!r} must be letters, digits, - or _")
@@ -245,7 +214,7 @@ class Settings(BaseSettings):
     @field_validator("fallback_target")
     @classmethod
     def _check_fallback_target(cls, v: str) -> str:
-        from .call.tools import TransferDestination  # what _fallback parses when the model is unreachable
+        from ..call.tools import TransferDestination  # what _fallback parses when the model is unreachable
         if v.strip():
             TransferDestination.parse("fallback", v)
         return v
@@ -357,45 +326,3 @@ class Settings(BaseSettings):
         if self.provider == "openai-live":
             return self.openai_api_key is None
         return self.openai_api_key is None and self.credentials != "token_service"
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def originate_endpoint(name: str, dest: str) -> str:
-    """The ARI originate endpoint of an `originate_targets` entry: "TECH/resource" as it is, a dialplan location
-    "context,extension,1" as "Local/extension@context" (a Local channel starts at priority 1).
-
-    Raises: ValueError naming the target."""
-    dest = dest.strip()
-    if re.fullmatch(r"[A-Za-z0-9_]+/[^\s,]{1,200}", dest):
-        return dest
-    parts = [p.strip() for p in dest.split(",")]
-    if len(parts) == 3 and re.fullmatch(r"[A-Za-z0-9_.-]+", parts[0]) and re.fullmatch(r"[^\s@/,]+", parts[1]):
-        if parts[2] != "1":
-            raise ValueError(f"target {name!r}: a dialplan location is dialled through a Local channel, which "
-                             "starts at priority 1")
-        return f"Local/{parts[1]}@{parts[0]}"
-    raise ValueError(f"target {name!r}: use TECH/resource (PJSIP/1001) or context,extension,1")
-
-
-def env_name(field: str) -> str:
-    """The environment variable that sets `field`."""
-    return {"openai_api_key": "OPENAI_API_KEY", "gemini_api_key": "GEMINI_API_KEY"}.get(field, ENV_PREFIX + field.upper())
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Read and validate settings; raise ConfigError naming the first bad variable."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        field = str(err["loc"][0]) if err["loc"] else ""
-        if not field and ": " in msg:   # a model-level check names its field first
-            field, msg = msg.split(": ", 1)
-        raise ConfigError(f"invalid {env_name(field)}: {msg}") from None
