@@ -88,6 +88,11 @@ class _AppCollector(Collector):
         yield _gauge("voiceai_offline_demo", "1: no OPENAI_API_KEY, calls get the offline echo demo model",
                      int(app.settings.offline_demo))
         yield _counter("voiceai_calls", "calls accepted", app.total_calls)
+        agents = CounterMetricFamily("voiceai_agent_calls", "calls accepted, by agent (the configured names)",
+                                     labels=["agent"])
+        for name in sorted(app.agents.known):
+            agents.add_metric([name], app.calls_by_agent[name])
+        yield agents
         yield _counter("voiceai_calls_refused", "calls refused (capacity or draining)", app.refused_calls)
         rtp = CounterMetricFamily("voiceai_rtp_packets", "RTP packets", labels=["direction"])
         rtp.add_metric(["in"], total["rx_packets"])
