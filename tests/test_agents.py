@@ -415,3 +415,13 @@ def test_control_api_lists_and_reloads_the_agents(tmp_path):
         assert requests.post(f"{url}/agents/reload", data="{}", timeout=5).status_code == 415   # the POST guard
     finally:
         stop_in_thread(loop, box)
+
+
+def test_the_example_agents_file_is_valid():
+    """examples/agents.toml, which docs/agents.md points to, loads as it stands."""
+    from pathlib import Path
+    path = Path(__file__).parent.parent / "examples" / "agents.toml"
+    agents = read_agents(load_settings(_env_file=None, agents_file=str(path)))
+    assert list(agents) == ["default", "support", "afterhours"]
+    assert [tool_registry(s).names for s in agents.values()] == [
+        ["hangup_call", "send_dtmf", "transfer_call"], ["hangup_call", "transfer_call", "api_call"], ["hangup_call"]]
