@@ -425,3 +425,15 @@ def test_the_example_agents_file_is_valid():
     assert list(agents) == ["default", "support", "afterhours"]
     assert [tool_registry(s).names for s in agents.values()] == [
         ["hangup_call", "send_dtmf", "transfer_call"], ["hangup_call", "transfer_call", "api_call"], ["hangup_call"]]
+
+
+async def test_tool_metrics_count_every_agents_tools_by_name(tmp_path):
+    """transfer_call is support's only (default has no transfer targets): its calls count under its name."""
+    from voiceai_ari.call.app import VoiceAiApp
+    b = await AgentBook.load(settings(tmp_path))
+    app = VoiceAiApp(b.base, model_factory=b.default.make_session, tools=b.default.tools, agents=b)
+    assert "transfer_call" not in b.default.tools.names
+    app.metrics.tool_called("transfer_call", True)
+    app.metrics.tool_called("made_up", True)
+    assert app.metrics.tools == {("transfer_call", "ok"): 1, ("unknown", "ok"): 1}
+    await b.aclose()

@@ -107,6 +107,7 @@ class AgentBook:
         self.base = base
         self.demo: DemoModels = demo if demo is not None else {}
         self.known: set[str] = set(agents)   # every name configured since start: the metrics label's values
+        self.known_tools: set[str] = {t for a in agents.values() for t in a.tools.names}   # and every tool
         self.reloads = 0
         self._lock = asyncio.Lock()
 
@@ -141,6 +142,7 @@ class AgentBook:
             agents = await self._build(read_agents(self.base), self.demo)
             self.current = agents
             self.known |= set(agents)
+            self.known_tools |= {t for a in agents.values() for t in a.tools.names}
             self.reloads += 1
             return list(agents)
 

@@ -45,11 +45,11 @@ class Metrics:
         self.cost_usd = 0.0
         self.model_failed_in_row = 0   # model responses that failed in a row, any call (/readyz: model_ok)
         self._app: VoiceAiApp | None = None
-        self._tool_names: frozenset[str] = frozenset()
+        self._tool_names: frozenset[str] | set[str] = frozenset()
 
     def attach(self, app: VoiceAiApp) -> None:
         self._app = app
-        self._tool_names = frozenset(app.tools.names)
+        self._tool_names = app.agents.known_tools   # every agent's tools (grows with a reload: still bounded)
         self.registry.register(_AppCollector(self))
 
     def tool_called(self, name: str, ok: bool) -> None:
