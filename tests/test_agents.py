@@ -69,7 +69,8 @@ def test_an_agent_overrides_what_it_sets_and_the_environment_gives_the_rest(tmp_
     assert (support.instructions, support.voice, support.language, support.vad_silence_ms, support.record) == \
         ("You are the support line.", "cedar", "es", 800, False)
     assert support.transfer_targets == {"human": "from-caller,200,1"}
-    assert (sales.instructions, sales.voice, sales.price_audio_out, sales.record) == ("You are sales.", "ash", 16.0, True)
+    assert (sales.instructions, sales.voice, sales.price_audio_out, sales.record) == \
+        ("You are sales.", "ash", 16.0, True)
     assert support.vad_threshold == sales.vad_threshold == 0.7            # not set: the environment's
     assert support.openai_api_key.get_secret_value() == KEY               # keys stay the environment's
     assert agents["default"] is base
@@ -437,3 +438,18 @@ async def test_tool_metrics_count_every_agents_tools_by_name(tmp_path):
     app.metrics.tool_called("made_up", True)
     assert app.metrics.tools == {("transfer_call", "ok"): 1, ("unknown", "ok"): 1}
     await b.aclose()
+
+
+async def test_variables_carried_by_stasis_start_are_not_read_again(book):
+    """With ari.conf `channelvars = VOICEAI_AGENT,...`, StasisStart carries them (unset ones as ""): no ARI
+    request is made for those."""
+    ari = VarAri(VOICEAI_AGENT="support")
+    carried = {"VOICEAI_AGENT": "sales", "VOICEAI_INSTRUCTIONS_SUFFIX": "Account 4711.",
+               "VOICEAI_GREETING_INSTRUCTIONS": "", "VOICEAI_LANGUAGE": None, "OTHER": "x"}
+    chosen = await book.for_call(ari, "ch-1", [], carried)
+    assert chosen.name == "sales" and chosen.settings.instructions == "You are sales.\nAccount 4711."
+    assert ari.asked == []
+    partly = VarAri(VOICEAI_LANGUAGE="de")
+    chosen = await book.for_call(partly, "ch-1", ["agent=support"], {"VOICEAI_AGENT": ""})
+    assert chosen.name == "support" and chosen.settings.language == "de"
+    assert sorted(partly.asked) == ["VOICEAI_GREETING_INSTRUCTIONS", "VOICEAI_INSTRUCTIONS_SUFFIX", "VOICEAI_LANGUAGE"]

@@ -18,7 +18,7 @@ import pytest
 
 from . import analysis as A
 from .caller import CallResult, Phone, place_call
-from .conftest import E2E_KEY, log_messages
+from .conftest import E2E_KEY, log_lines, log_messages
 
 pytestmark = pytest.mark.e2e
 CONTROL_PORT = 18091
@@ -99,12 +99,16 @@ async def test_two_extensions_two_agents_at_once_and_an_unknown_agent_gets_defau
     sessions = {s.config["audio"]["output"]["voice"]: s.config["instructions"] for s in fake.sessions}
     assert sessions["cedar"].endswith(f"[tone {SUPPORT_HZ} Hz]") and sessions["ash"].endswith(f"[tone {SALES_HZ} Hz]")
     msgs = log_messages(bot)
+    chosen = [float(m.group(1)) for m in log_lines(bot, r"agent \S+ chosen in ([\d.]+) ms")]
+    up = [int(m.group(1)) for m in log_lines(bot, r"= call up in (\d+) ms")]
+    print(f"[e2e] agents: agent chosen in {chosen} ms (channel variables read over ARI); call up in {up} ms")
     assert ("! unknown agent 'no-such-agent' (Stasis argument); configured: default, support, sales: the call "
             "gets the default agent") in msgs
     for agent in ("support", "sales", "default"):
         assert f"-> agent {agent}, RTP" in msgs
     lines = [json.loads(x) for x in bot.log().splitlines() if x.startswith("{")]
-    assert {rec.get("agent") for rec in lines if rec["msg"].startswith("= call up in")} == {"support", "sales", "default"}
+    up_agents = {rec.get("agent") for rec in lines if rec["msg"].startswith("= call up in")}
+    assert up_agents == {"support", "sales", "default"}
     await bot.wait_for_log("x call ended", count=3)
     starts = {}
     for path in (tmp_path / "transcripts").glob("*.jsonl"):

@@ -163,14 +163,19 @@ class AgentBook:
             await stop()
         self.demo.clear()
 
-    async def for_call(self, ari: AriClient, channel_id: str, args: list[str]) -> CallAgent:
+    async def for_call(self, ari: AriClient, channel_id: str, args: list[str],
+                       channelvars: dict[str, str | None] | None = None) -> CallAgent:
         """The agent the dialplan chose for this call, with the call's overrides. Never raises: whatever fails
-        (ARI, a bad override) is logged and the call goes on with what could be decided."""
+        (ARI, a bad override) is logged and the call goes on with what could be decided. `channelvars`: the
+        variables StasisStart carried (ari.conf `channelvars`); only the others are read over ARI."""
         agents = self.current      # one snapshot: a reload meanwhile does not mix two files
         wanted = next((a[len(AGENT_ARG):].strip() for a in args if a.startswith(AGENT_ARG)), "")
         source = "Stasis argument"
         names = [AGENT_VAR] if not wanted else []
-        values = await self._variables(ari, channel_id, names + list(OVERRIDE_VARS))
+        carried = {k: (v or "").strip() for k, v in (channelvars or {}).items()
+                   if k in OVERRIDE_VARS or k == AGENT_VAR}
+        values = {**carried, **await self._variables(
+            ari, channel_id, [n for n in names + list(OVERRIDE_VARS) if n not in carried])}
         if not wanted and values.get(AGENT_VAR):
             wanted, source = values[AGENT_VAR], f"channel variable {AGENT_VAR}"
         agent, refused = agents[DEFAULT_AGENT], ""
@@ -214,6 +219,8 @@ class AgentBook:
     @staticmethod
     async def _variables(ari: AriClient, channel_id: str, names: list[str]) -> dict[str, str]:
         """The channel's values of `names` ("" when unset), read in parallel."""
+        if not names:
+            return {}
         async def one(name: str) -> str:
             try:
                 got = await asyncio.wait_for(ari.request("GET", f"/channels/{channel_id}/variable",

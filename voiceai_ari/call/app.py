@@ -238,12 +238,13 @@ class VoiceAiApp:
         """Choose the call's agent (Stasis argument, channel variables: call/agents.py), then run the call
         with that agent's settings, tools and model. The events that came meanwhile are handed over."""
         try:
-            chosen = await self.agents.for_call(self.ari, ch.id, args)
+            chosen = await self.agents.for_call(self.ari, ch.id, args, ch.channelvars)
         except Exception:   # never expected (for_call logs and decides): the call still gets an agent
             log.exception("! choosing the agent of %s failed; it gets the default agent", ch.id)
             default = self.agents.default
             chosen = CallAgent(default, default.settings, default.make_session)
         events = self._pending.pop(ch.id, [])
+        log.debug("= %s: agent %s chosen in %.1f ms", ch.id, chosen.name, (time.monotonic() - t_start) * 1000)
         media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
                          pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
         call = Call(channel=ch, ari=self.ari, media=media, model=chosen.make_session(), tools=chosen.agent.tools,
