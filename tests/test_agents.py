@@ -453,3 +453,9 @@ async def test_variables_carried_by_stasis_start_are_not_read_again(book):
     chosen = await book.for_call(partly, "ch-1", ["agent=support"], {"VOICEAI_AGENT": ""})
     assert chosen.name == "support" and chosen.settings.language == "de"
     assert sorted(partly.asked) == ["VOICEAI_GREETING_INSTRUCTIONS", "VOICEAI_INSTRUCTIONS_SUFFIX", "VOICEAI_LANGUAGE"]
+
+
+async def test_voiceai_tools_naming_an_unconfigured_tool_is_refused_at_start():
+    with pytest.raises(ConfigError, match=r"^invalid VOICEAI_TOOLS: 'nope' is not a configured tool; configured: "
+                                          r"hangup_call, send_dtmf"):
+        await AgentBook.load(load_settings(_env_file=None, tools=["nope"], OPENAI_API_KEY=KEY))
