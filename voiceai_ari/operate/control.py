@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..ari import AriError, AriUnavailable
 from ..call.tools import TransferDestination, TransferFailed, TransferNotPossible
-from ..config import ConfigError, originate_endpoint
+from ..config import originate_endpoint
 
 if TYPE_CHECKING:
     from ..call.app import VoiceAiApp
@@ -181,8 +181,9 @@ class ControlApi:
             web.get("/calls/{id}", self.get_call), web.post("/calls/{id}/hangup", self.hangup),
             web.post("/calls/{id}/transfer", self.transfer), web.post("/calls/{id}/say", self.say),
             web.post("/calls/{id}/instructions", self.instructions),
-            web.get("/agents", self.list_agents), web.post("/agents/reload", self.reload_agents),
         ])
+        from .agents_api import agent_routes
+        w.add_routes(agent_routes(self.app))   # GET /agents, POST /agents/reload (operate/agents_api.py)
         return w
 
     async def start(self) -> None:
@@ -286,26 +287,6 @@ class ControlApi:
         call.model.update_instructions((await _body(request, TextBody)).text)
         return web.json_response({"status": "updated"}, status=202)
 
-    # --- agents (call/agents.py) -----------------------------------------------------------------------------
-    async def list_agents(self, request: web.Request) -> web.Response:
-        book = self.app.agents
-        return web.json_response({"file": self.app.settings.agents_file, "reloads": book.reloads, "agents": [
-            {"name": a.name, "provider": a.settings.provider, "model": a.model, "voice": a.settings.voice,
-             "tools": a.tools.names} for a in book.current.values()]})
-
-    async def reload_agents(self, request: web.Request) -> web.Response:
-        """Read the agents file again: 200 with the agents now in use, or 422 with the error (nothing changed).
-        Calls in progress keep their agent either way."""
-        if await request.read():
-            await _body(request, EmptyBody)
-        try:
-            names = await self.app.agents.reload()
-        except ConfigError as exc:
-            log.error("! agents not reloaded, the previous ones stay: %s", exc)
-            return _json_error(422, str(exc))
-        log.info("= agents reloaded via the control API: %s", ", ".join(names))
-        return web.json_response({"status": "reloaded", "agents": names})
-
     async def originate(self, request: web.Request) -> web.Response:
         s, app = self.app.settings, self.app
         if not s.originate_targets:
@@ -397,6 +378,6 @@ def openapi_document(originate_targets: Iterable[str] = ()) -> dict[str, Any]:
             "/agents": {"get": op("the configured agents (VOICEAI_AGENTS_FILE)", {"200": j, **refused})},
             "/agents/reload": {"post": op("read the agents file again; calls in progress keep their agent; a bad "
                                           "file is refused (422) and the agents in use stay",
-                                          {"200": j, "422": err, **posted}, EmptyBody)},
+                                          {"200": j, "422": err, "500": err, **posted}, EmptyBody)},
         },
     }
