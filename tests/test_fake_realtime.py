@@ -316,6 +316,28 @@ async def test_echo_mode_plays_back_the_utterance(make_server):
     assert done["response"]["output"][0]["content"] == [{"type": "output_audio", "transcript": "(echo)"}]
 
 
+async def test_tone_from_instructions_sets_the_pitch(make_server):
+    """tone_from_instructions (tests tell agents apart by ear): a response's own "[tone N Hz]" first, else the
+    session's; no mark: tone_hz. Off (the default), the mark is text like any other."""
+    pitches = {}
+    for flag in (True, False):
+        server = await make_server(mode="tone", tone_hz=440, tone_seconds=0.3, tone_from_instructions=flag)
+        async with ws_connect(server) as ws:
+            await opened(ws)
+            await send(ws, "session.update", session={"type": "realtime", "instructions": "Sales. [tone 900 Hz]"})
+            heard = []
+            for response in ({}, {"instructions": "Greet. [tone 600 Hz]"}):
+                await send(ws, "response.create", response=response)
+                _, events = await until(ws, "response.done")
+                heard.append(round(audio_gen.dominant_frequency(b"".join(audio_of(events)), RATE)))
+            await send(ws, "session.update", session={"type": "realtime", "instructions": "No mark."})
+            await send(ws, "response.create", response={})
+            _, events = await until(ws, "response.done")
+            heard.append(round(audio_gen.dominant_frequency(b"".join(audio_of(events)), RATE)))
+        pitches[flag] = heard
+    assert pitches == {True: [900, 600, 440], False: [440, 440, 440]}
+
+
 async def test_wav_mode_and_bad_wav(make_server, tmp_path):
     good = tmp_path / "ok.wav"
     audio_gen.write_wav(str(good), audio_gen.tone(300.0, 0.5, RATE), RATE)

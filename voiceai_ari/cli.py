@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         tools = _tools(settings)
+        from .config.agents import read_agents
+        read_agents(settings)   # a bad agents file: one line, exit 2, before anything starts
     except ConfigError as exc:
         print(f"voiceai-ari: {exc}", file=sys.stderr)
         return 2
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         secrets.append(settings.control_token.get_secret_value())
     setup_logging(settings.log_level, secrets, settings.log_format)
     try:
-        return asyncio.run(serve(settings, tools))
+        return asyncio.run(serve(settings))
     except ConfigError as exc:   # found only when start-up tried it (a port in use)
         print(f"voiceai-ari: {exc}", file=sys.stderr)
         return 2
@@ -87,27 +89,30 @@ def _tools(settings: Settings) -> ToolRegistry:
         raise ConfigError("invalid VOICEAI_TOOL_MODULES: " + " ".join(str(exc).split())) from None
 
 
-async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
+async def serve(settings: Settings) -> int:
+    from .call.agents import AgentBook
     from .call.app import VoiceAiApp
-    from .call.tools import build_registry
-    from .providers.choice import choose_model
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    if tools is None:
-        tools = build_registry(settings)
-    model = await choose_model(settings, tools.declarations())
-    if settings.offline_demo:
-        log.warning(offline_banner(settings))
-    app = VoiceAiApp(settings, model_factory(settings, model.make), tools)
+    agents = await AgentBook.load(settings)   # every agent's tools and model (ConfigError: exit 2)
+    default = agents.default
+    demos = {a.settings.provider: a.settings for a in agents.current.values() if a.settings.offline_demo}
+    for demo in demos.values():
+        log.warning(offline_banner(demo))
+    app = VoiceAiApp(settings, default.make_session, default.tools, agents)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.info("stats %s", json.dumps(app.stats())))
+    loop.add_signal_handler(signal.SIGHUP, lambda: app._spawn(agents.reload_logged()))
     log.info("= voiceai-ari: ARI %s app %s, %s model %s at %s, RTP %s:%s (bind %s), max %d calls, "
-             "tools: %s", settings.ari_url, settings.ari_app, settings.provider, model.model, model.url,
-             settings.rtp_host, settings.rtp_ports, settings.rtp_bind, settings.max_calls,
-             ", ".join(tools.names) or "none")
+             "tools: %s", settings.ari_url, settings.ari_app, default.settings.provider, default.model,
+             default.url, settings.rtp_host, settings.rtp_ports, settings.rtp_bind, settings.max_calls,
+             ", ".join(default.tools.names) or "none")
+    log.info("= agents: %s%s", ", ".join(f"{a.name} ({a.settings.provider} {a.model})"
+                                         for a in agents.current.values()),
+             f" from {settings.agents_file}" if settings.agents_file else "")
     control = None
     try:
         if settings.control_port:
@@ -122,8 +127,7 @@ async def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
     finally:
         if control is not None:
             await control.stop()
-        if model.stop is not None:
-            await model.stop()
+        await agents.aclose()
     log.info("= stopped")
     return 0
 

@@ -30,7 +30,7 @@ def test_check_passes_on_the_sandbox(locked):
     print("\n" + p.stdout)
     assert p.returncode == 0, p.stdout + p.stderr
     lines = p.stdout.splitlines()
-    assert len(lines) == 6 and all(line.startswith("✓") for line in lines)
+    assert len(lines) == 7 and all(line.startswith("✓") for line in lines)
     assert "RTP from Asterisk" in p.stdout and "(PT 123, slin24)" in p.stdout
 
 
@@ -57,3 +57,24 @@ def test_check_asks_for_the_transfer_modules_the_targets_need(locked):
     assert p.returncode == 0, p.stdout + p.stderr
     [mods] = [line for line in p.stdout.splitlines() if "Asterisk modules" in line]
     assert mods.startswith("✓") and "func_dialplan.so" in mods and "res_pjsip_refer.so" in mods
+
+
+def test_check_lists_the_agents_and_the_modules_their_transfers_need(locked, tmp_path):
+    """Every agent is listed; a transfer target only one agent has still needs its module (res_pjsip_refer);
+    a bad agents file is the failing step, with the file, agent and field named."""
+    agents = tmp_path / "agents.toml"
+    agents.write_text('[agents.support]\nvoice = "cedar"\ntransfer_targets = { bob = "PJSIP/bob" }\n')
+    p = check(VOICEAI_AGENTS_FILE=str(agents))
+    print("\n" + p.stdout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    [listed] = [line for line in p.stdout.splitlines() if " agents " in line]
+    assert listed.startswith("✓") and "default (openai-realtime gpt-realtime-2.1, voice marin), support " \
+        "(openai-realtime gpt-realtime-2.1, voice cedar) from " in listed
+    [mods] = [line for line in p.stdout.splitlines() if "Asterisk modules" in line]
+    assert "res_pjsip_refer.so" in mods
+    agents.write_text('[agents.support]\nvad_threshold = 9\n')
+    p = check(VOICEAI_AGENTS_FILE=str(agents))
+    print("\n" + p.stdout)
+    assert p.returncode == 1
+    assert f"✗ agents                                 invalid VOICEAI_AGENTS_FILE: {agents}: agent 'support': " \
+        "vad_threshold: Input should be less than or equal to 1" in p.stdout and "fix: correct the agents file" in p.stdout

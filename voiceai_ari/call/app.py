@@ -15,10 +15,12 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
+from ..ari import AriClient, AriEvent, Channel, EventsConnected, EventsDisconnected
+from .agents import AgentBook, CallAgent
 from .call import Call
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
@@ -36,8 +38,11 @@ RESYNC_SETTLE_S = 1.0   # s the resync waits before hanging up a caller nobody s
 
 class VoiceAiApp:
     def __init__(self, settings: Settings, model_factory: Callable[[], ModelSession],
-                 tools: ToolRegistry) -> None:
+                 tools: ToolRegistry, agents: AgentBook | None = None) -> None:
         self.settings = settings
+        # the configured agents (call/agents.py); without a book: one, default, of these parts
+        self.agents = agents if agents is not None else AgentBook.single(settings, model_factory, tools)
+        self.calls_by_agent: Counter[str] = Counter()
         self.model_factory = model_factory
         self.tools = tools
         self.metrics = Metrics()
@@ -47,6 +52,8 @@ class VoiceAiApp:
         self.pool = PortPool(settings.port_range)
         self.calls: dict[str, Call] = {}           # caller channel id -> call
         self._by_channel: dict[str, Call] = {}     # every channel/playback id a call owns -> call
+        self._pending: dict[str, list[AriEvent]] = {}   # accepted caller -> its events while its agent is chosen
+        self._closing = False
         self.originating: dict[str, float] = {}    # POST /calls channel id -> monotonic give-up time (ringing)
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
@@ -69,6 +76,7 @@ class VoiceAiApp:
             log.info("= draining: no new calls; %d active call(s) get %.0f s to finish", len(self.calls), drain)
             if self.calls:
                 await asyncio.wait([asyncio.ensure_future(self._all_calls_done())], timeout=drain)
+            self._closing = True
             for call in list(self.calls.values()):
                 call.end("app shutdown")
             if self._tasks:
@@ -79,7 +87,7 @@ class VoiceAiApp:
             await self.ari.close()
 
     async def _all_calls_done(self) -> None:
-        while self.calls:
+        while self.calls or self._pending:
             await asyncio.sleep(0.1)
 
     def slots_used(self) -> int:
@@ -87,7 +95,7 @@ class VoiceAiApp:
         now = time.monotonic()
         for cid in [c for c, until in self.originating.items() if until < now]:
             del self.originating[cid]
-        return len(self.calls) + len(self.originating)
+        return len(self.calls) + len(self._pending) + len(self.originating)
 
     def stats(self) -> dict[str, int]:
         """Process-wide counters (SIGUSR1 logs them; the soak test reads them)."""
@@ -130,6 +138,8 @@ class VoiceAiApp:
         owner = self._by_channel.get(ch.id)
         if owner is not None:
             owner.on_ari_event(ev)
+        elif ch.id in self._pending:
+            self._pending[ch.id].append(ev)    # given to the call once its agent is chosen
         elif ev.type == "StasisStart" and not ch.name.startswith(MEDIA_CHANNEL_PREFIXES):
             self._start_call(ev)
         elif ev.type == "ChannelDestroyed":
@@ -170,7 +180,7 @@ class VoiceAiApp:
                 call.end("caller channel gone (found after ARI reconnect)")
         unserved = []
         for c in chans:
-            if c.id in self._by_channel or c.id in arrived:
+            if c.id in self._by_channel or c.id in arrived or c.id in self._pending:
                 continue
             media, owner = c.name.startswith(MEDIA_CHANNEL_PREFIXES), owner_app(c.id, EM_ID_PREFIX)
             if owner is not None and owner != app:
@@ -211,7 +221,7 @@ class VoiceAiApp:
     def _start_call(self, ev: AriEvent) -> None:
         ch = ev.channel
         assert ch is not None
-        if ch.id in self._by_channel:
+        if ch.id in self._by_channel or ch.id in self._pending:
             return
         self.originating.pop(ch.id, None)       # an answered outbound call: its slot becomes the call's
         if not self.accepting or self.slots_used() >= self.settings.max_calls:
@@ -221,13 +231,33 @@ class VoiceAiApp:
             self._spawn(self._refuse(ch.id))
             return
         self.total_calls += 1
+        self._pending[ch.id] = []              # holds its slot, and its events, while the agent is chosen
+        self._spawn(self._open_call(ch, list(ev.args), time.monotonic()))
+
+    async def _open_call(self, ch: Channel, args: list[str], t_start: float) -> None:
+        """Choose the call's agent (Stasis argument, channel variables: call/agents.py), then run the call
+        with that agent's settings, tools and model. The events that came meanwhile are handed over."""
+        try:
+            chosen = await self.agents.for_call(self.ari, ch.id, args, ch.channelvars)
+        except Exception:   # never expected (for_call logs and decides): the call still gets an agent
+            log.exception("! choosing the agent of %s failed; it gets the default agent", ch.id)
+            default = self.agents.default
+            chosen = CallAgent(default, default.settings, default.make_session)
+        events = self._pending.pop(ch.id, [])
+        log.debug("= %s: agent %s chosen in %.1f ms", ch.id, chosen.name, (time.monotonic() - t_start) * 1000)
         media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
                          pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
-        call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(), tools=self.tools,
-                    settings=self.settings, bind=self._bind, metrics=self.metrics)
+        call = Call(channel=ch, ari=self.ari, media=media, model=chosen.make_session(), tools=chosen.agent.tools,
+                    settings=chosen.settings, bind=self._bind, metrics=self.metrics, agent=chosen)
+        call.t_start = t_start                 # set-up time includes choosing the agent
         self.calls[call.id] = call
         self._bind(call.id, call)
-        self._spawn(self._run_call(call))
+        self.calls_by_agent[chosen.name] += 1
+        for e in events:
+            call.on_ari_event(e)
+        if self._closing:
+            call.end("app shutdown")
+        await self._run_call(call)
 
     def _bind(self, channel_id: str, call: Call) -> None:
         self._by_channel[channel_id] = call

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..ari import AriClient, AriError, AriEvent, AriUnavailable, Channel
 from websockets.exceptions import WebSocketException
 
-from ..operate.logs import call_id
+from ..operate.logs import call_agent, call_id
 from ..media.transport import MediaTransport
 from ..providers.base import ModelSession, ToolCall
 from . import transfer
@@ -33,6 +33,7 @@ from .transcript import CallLog
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from .agents import CallAgent
     from ..operate.metrics import Metrics
     from .tools import ToolRegistry
 
@@ -53,8 +54,14 @@ class CallEnded(Exception):
 class Call(ConversationMixin):
     def __init__(self, *, channel: Channel, ari: AriClient, media: MediaTransport, model: ModelSession,
                  tools: ToolRegistry, settings: Settings, bind: Callable[[str, "Call"], None],
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, agent: CallAgent | None = None) -> None:
         self.id = channel.id
+        self.agent = agent.name if agent is not None else "default"   # kept for the call's life (reloads)
+        self._agent_notes: dict[str, Any] = {}
+        if agent is not None and agent.refused:
+            self._agent_notes["agent_refused"] = agent.refused
+        if agent is not None and agent.overrides:
+            self._agent_notes["overrides"] = agent.overrides
         self.channel = channel
         self.ari, self.media, self.model, self.tools, self.settings = ari, media, model, tools, settings
         self.metrics = metrics
@@ -74,6 +81,7 @@ class Call(ConversationMixin):
         self._transfer_to = ""             # the target of the transfer under way (state "transferring")
         self._rejoined: asyncio.Event | None = None  # a redirect is under way: set when the caller is back
         self.started = time.time()
+        self.t_start = time.monotonic()    # set-up time counts from here (the app sets it to StasisStart)
         self.setup_ms: float | None = None
         self._ended = asyncio.Event()
         self._em_ready = asyncio.Event()
@@ -89,9 +97,10 @@ class Call(ConversationMixin):
     # --- the life of a call ------------------------------------------------------------------------------
     async def run(self) -> None:
         call_id.set(self.id)   # every line logged for this call, by any task it starts, carries its id
-        t0 = time.monotonic()
+        call_agent.set(self.agent)   # and its agent
+        t0 = self.t_start
         self.transcript.write("call_start", channel=self.id, caller_name=self.channel.caller.name,
-                              caller_number=self.channel.caller.number)
+                              caller_number=self.channel.caller.number, agent=self.agent, **self._agent_notes)
         connect = asyncio.create_task(self.model.start(), name=f"model-connect-{self.id}")
         try:
             await self._start_media()      # answers once the media path is up: no first words lost
@@ -109,8 +118,9 @@ class Call(ConversationMixin):
             self.state = "talking"
             self.setup_ms = (time.monotonic() - t0) * 1000
             self.metrics.setup.observe(self.setup_ms / 1000)
-            self.log.info("= call up in %.0f ms: %s <%s> -> model, RTP %s", self.setup_ms,
-                          self.channel.caller.name, self.channel.caller.number, self.media.external_host)
+            self.log.info("= call up in %.0f ms: %s <%s> -> agent %s, RTP %s", self.setup_ms,
+                          self.channel.caller.name, self.channel.caller.number, self.agent,
+                          self.media.external_host)
             await self._ended.wait()
         except CallEnded:
             pass

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         description="System instructions for the model")
     transcription_model: str = Field(
         "gpt-4o-mini-transcribe", description="Input transcription model; empty turns it off")
+    language: str = Field("", pattern=r"^([a-z]{2,3}(-[A-Za-z0-9]{2,8})*)?$",
+                          description="language hint of the caller (ISO 639-1 like es, or es-MX): transcription "
+                          "language (openai-realtime), speech language (gemini-live); empty = automatic")
 
     # --- what the 2.x models added; each is sent in session.update only when set -------------------------------
     reasoning_effort: Literal["", "minimal", "low", "medium", "high", "xhigh"] = Field(
@@ -114,6 +117,15 @@ class Settings(BaseSettings):
     http_tool_max_bytes: int = Field(65536, ge=256, le=2**22, description="api_call tool: response size cap")
     tool_modules: list[str] = Field(
         default_factory=list, description='custom tools: JSON list of Python modules, ["mytools"]')
+    tools: list[str] | None = Field(
+        None, description='the tools the model gets, JSON list of names ["hangup_call", "transfer_call"]; '
+        'unset = every tool configured; [] = none')
+
+    # --- agents (config/agents.py) -------------------------------------------------------------------------
+    agents_file: str = Field("", description="TOML file of named agents chosen per call by the dialplan; "
+                             "empty = one agent, default, made of these settings")
+    record: bool = Field(True, description="record the call: a per-agent switch for call recording, honoured "
+                         "when VOICEAI_RECORD_DIR is set")
 
     # --- Asterisk ------------------------------------------------------------------------------------------
     ari_url: str = Field("http://127.0.0.1:8088", description="ARI base URL (without /ari)")
@@ -224,6 +236,12 @@ class Settings(BaseSettings):
     def _allowlist_strings(cls, v: object) -> object:
         """A plain URL entry (the original format) allows the default methods."""
         return [{"url": e} if isinstance(e, str) else e for e in v] if isinstance(v, list) else v
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _unset_tools(cls, v: object) -> object:
+        """VOICEAI_TOOLS= (empty) is unset: every configured tool."""
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("truncation")
     @classmethod

@@ -42,7 +42,8 @@ class _Rtp(asyncio.DatagramProtocol):
 
 async def run_checks(settings: Settings) -> list[Step]:
     steps: list[Step] = [Step("configuration", True, f"app {settings.ari_app}, ARI {settings.ari_url}, "
-                                                     f"RTP {settings.rtp_host}:{settings.rtp_ports}")]
+                                                     f"RTP {settings.rtp_host}:{settings.rtp_ports}"),
+                         agents_step(settings)]
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.ari_app)
     async with ari:
         try:
@@ -66,6 +67,25 @@ async def run_checks(settings: Settings) -> list[Step]:
     return steps
 
 
+def agents_step(settings: Settings) -> Step:
+    """The agents the dialplan can choose (VOICEAI_AGENTS_FILE), each validated as at start."""
+    from ..call.agents import tool_registry
+    from ..config.agents import read_agents
+    try:
+        agents = read_agents(settings)
+        for name, s in agents.items():
+            try:
+                tool_registry(s)
+            except ValueError as exc:
+                raise ConfigError(f"agent {name!r}: tools: {exc}") from None
+    except ConfigError as exc:
+        return Step("agents", False, str(exc), "correct the agents file (docs/agents.md)")
+    models = {"gemini-live": "gemini_model", "openai-live": "live_model"}
+    listed = ", ".join(f"{n} ({s.provider} {getattr(s, models.get(s.provider, 'model'))}, voice "
+                       f"{s.gemini_voice if s.provider == 'gemini-live' else s.voice})" for n, s in agents.items())
+    return Step("agents", True, listed + (f" from {settings.agents_file}" if settings.agents_file else ""))
+
+
 def required_modules(settings: Settings) -> list[str]:
     """What the configured call path needs loaded: the media path always, and for transfers, what the
     transfer code relies on (call/transfer.py): a dialplan target is checked with DIALPLAN_EXISTS()
@@ -86,7 +106,12 @@ async def _modules(ari: AriClient, settings: Settings) -> Step:
         mods = {m.get("name") for m in await ari.request("GET", "/asterisk/modules")}
     except AriError as exc:
         return Step("Asterisk modules", False, str(exc), "res_ari_asterisk.so must be loaded")
-    required = required_modules(settings)
+    from ..config.agents import read_agents
+    try:
+        every = list(read_agents(settings).values())   # an agent's transfer targets need their modules too
+    except ConfigError:
+        every = [settings]
+    required = list(dict.fromkeys(m for s in every for m in required_modules(s)))
     missing = [m for m in required if m not in mods]
     if missing:
         return Step("Asterisk modules", False, "not loaded: " + ", ".join(missing),

@@ -80,7 +80,7 @@ class EmptyBody(BaseModel):
 def call_summary(call: Call) -> dict[str, Any]:
     return {"id": call.id, "caller": {"name": call.channel.caller.name, "number": call.channel.caller.number},
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(call.started)),
-            "duration_s": round(time.time() - call.started, 1), "state": call.state}
+            "duration_s": round(time.time() - call.started, 1), "state": call.state, "agent": call.agent}
 
 
 def call_detail(call: Call) -> dict[str, Any]:
@@ -182,6 +182,8 @@ class ControlApi:
             web.post("/calls/{id}/transfer", self.transfer), web.post("/calls/{id}/say", self.say),
             web.post("/calls/{id}/instructions", self.instructions),
         ])
+        from .agents_api import agent_routes
+        w.add_routes(agent_routes(self.app))   # GET /agents, POST /agents/reload (operate/agents_api.py)
         return w
 
     async def start(self) -> None:
@@ -373,5 +375,9 @@ def openapi_document(originate_targets: Iterable[str] = ()) -> dict[str, Any]:
                                            {"202": j, "404": err, "422": err, **posted}, TextBody, True)},
             "/calls/{id}/instructions": {"post": op("replace the model's instructions mid-call",
                                                     {"202": j, "404": err, "422": err, **posted}, TextBody, True)},
+            "/agents": {"get": op("the configured agents (VOICEAI_AGENTS_FILE)", {"200": j, **refused})},
+            "/agents/reload": {"post": op("read the agents file again; calls in progress keep their agent; a bad "
+                                          "file is refused (422) and the agents in use stay",
+                                          {"200": j, "422": err, "500": err, **posted}, EmptyBody)},
         },
     }

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 
 call_id: ContextVar[str | None] = ContextVar("voiceai_call_id", default=None)
+call_agent: ContextVar[str | None] = ContextVar("voiceai_call_agent", default=None)   # the call's agent
 
 # libraries that log every frame or header at DEBUG: never below INFO, whatever the app's level
 CHATTY = ("websockets", "aiohttp.access", "aiohttp.client", "aiohttp.websocket", "asyncio")
@@ -29,6 +30,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.call = call_id.get()
+        record.agent = call_agent.get()
         if self.secrets:
             msg = record.getMessage()
             red = msg
@@ -50,6 +52,8 @@ class JsonFormatter(logging.Formatter):
                "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
         if getattr(record, "call", None):
             out["call"] = record.call
+        if getattr(record, "agent", None):
+            out["agent"] = record.agent
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -64,6 +68,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         call = getattr(record, "call", None)
+        if call and getattr(record, "agent", None):
+            call = f"{call} {record.agent}"
         return line.replace(record.name, f"{record.name} [{call}]", 1) if call else line
 
 

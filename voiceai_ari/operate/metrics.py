@@ -45,11 +45,11 @@ class Metrics:
         self.cost_usd = 0.0
         self.model_failed_in_row = 0   # model responses that failed in a row, any call (/readyz: model_ok)
         self._app: VoiceAiApp | None = None
-        self._tool_names: frozenset[str] = frozenset()
+        self._tool_names: frozenset[str] | set[str] = frozenset()
 
     def attach(self, app: VoiceAiApp) -> None:
         self._app = app
-        self._tool_names = frozenset(app.tools.names)
+        self._tool_names = app.agents.known_tools   # every agent's tools (grows with a reload: still bounded)
         self.registry.register(_AppCollector(self))
 
     def tool_called(self, name: str, ok: bool) -> None:
@@ -88,6 +88,11 @@ class _AppCollector(Collector):
         yield _gauge("voiceai_offline_demo", "1: no OPENAI_API_KEY, calls get the offline echo demo model",
                      int(app.settings.offline_demo))
         yield _counter("voiceai_calls", "calls accepted", app.total_calls)
+        agents = CounterMetricFamily("voiceai_agent_calls", "calls accepted, by agent (the configured names)",
+                                     labels=["agent"])
+        for name in sorted(app.agents.known):
+            agents.add_metric([name], app.calls_by_agent[name])
+        yield agents
         yield _counter("voiceai_calls_refused", "calls refused (capacity or draining)", app.refused_calls)
         rtp = CounterMetricFamily("voiceai_rtp_packets", "RTP packets", labels=["direction"])
         rtp.add_metric(["in"], total["rx_packets"])

@@ -31,6 +31,7 @@ import base64
 import copy
 import logging
 import os
+import re
 import string
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ RATE = 24000
 FAIL_TYPES = {"insufficient_quota": "insufficient_quota", "rate_limit_exceeded": "rate_limit_exceeded",
               "server_error": "server_error"}
 BYTES_PER_MS = RATE * 2 // 1000  # 48
+TONE_MARK = re.compile(r"\[tone (\d{2,4}) Hz\]")   # FakeRealtimeServer(tone_from_instructions=True)
 
 
 @dataclass
@@ -158,9 +160,10 @@ class ConversationMixin:
             if self._active is r:
                 self._active = None
 
-    def _content(self, spec: dict | None) -> tuple[bytes, str]:
+    def _content(self, spec: dict | None, instructions: tuple[str, ...] = ()) -> tuple[bytes, str]:
         """(audio, transcript) of the next response: the script entry's, else the mode's; echo falls back
-        to the tone until a turn is committed."""
+        to the tone until a turn is committed. With ``tone_from_instructions``, a tone's pitch is the first
+        "[tone N Hz]" of ``instructions`` (the response's, then the session's)."""
         srv, kind = self.server, (spec or {}).get("audio")
         if kind is None:
             kind = srv.mode
@@ -173,6 +176,10 @@ class ConversationMixin:
         elif spec and ("tone_hz" in spec or "tone_seconds" in spec):
             hz = spec.get("tone_hz", srv.tone_hz)
             pcm = audio_gen.tone(hz, spec.get("tone_seconds", srv.tone_seconds), RATE, dbfs=-12.0, fade_ms=5)
+            text = f"(tone {hz:g} Hz)"
+        elif srv.tone_from_instructions and (m := next(filter(None, map(TONE_MARK.search, instructions)), None)):
+            hz = float(m.group(1))
+            pcm = audio_gen.tone(hz, srv.tone_seconds, RATE, dbfs=-12.0, fade_ms=5)
             text = f"(tone {hz:g} Hz)"
         else:
             pcm, text = srv.tone_pcm, f"(tone {srv.tone_hz:g} Hz)"
@@ -223,7 +230,7 @@ class ConversationMixin:
         await self._send("rate_limits.updated", rate_limits=[
             {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
             {"name": "tokens", "limit": 40000, "remaining": 35000, "reset_seconds": 7.5}])
-        pcm, text = self._content(spec)
+        pcm, text = self._content(spec, (p.get("instructions") or "", cfg.get("instructions") or ""))
         silent = spec is not None and spec.get("audio") == "none"
         if spec is not None and spec.get("text") is not None and (silent or modality == "text"):
             text = spec["text"]

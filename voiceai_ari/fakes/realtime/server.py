@@ -219,14 +219,17 @@ class FakeRealtimeServer:
     ``function_call`` adds a function_call item after the message (A.9). ``fail_responses``: error codes
     (``insufficient_quota``, ``rate_limit_exceeded``, ``server_error``) each session's first responses fail
     with, in order: ``response.created``, then ``response.done`` status ``failed`` with
-    ``status_details.error {type, code}``."""
+    ``status_details.error {type, code}``. ``tone_from_instructions``: in tone mode, a response whose
+    instructions (its own, else the session's) hold "[tone N Hz]" is a tone of N Hz (tests tell agents apart
+    by what the caller hears)."""
 
     def __init__(self, *, mode: str = "echo", tone_hz: float = 440.0, tone_seconds: float = 2.0,
                  wav_path: str | None = None, host: str = "127.0.0.1", port: int = 0, speed: float = 4.0,
                  api_key: str | None = None, vad_threshold_dbfs: float = -40.0, response_delay_s: float = 0.0,
                  seed: int | None = None, max_session_s: float | None = None,
                  reject_after_upgrade: bool = False, script: list[dict] | None = None,
-                 keep_history: bool = True, fail_responses: list[str] | None = None) -> None:
+                 keep_history: bool = True, fail_responses: list[str] | None = None,
+                 tone_from_instructions: bool = False) -> None:
         if mode not in ("tone", "echo", "wav"):
             raise ValueError(f"mode must be 'tone', 'echo' or 'wav', not {mode!r}")
         if mode == "wav" and not wav_path:
@@ -239,6 +242,7 @@ class FakeRealtimeServer:
         self.max_session_s, self.reject_after_upgrade = max_session_s, reject_after_upgrade
         self.script = check_script(script)  # ValueError on a malformed entry
         self.fail_responses = list(fail_responses or [])
+        self.tone_from_instructions = tone_from_instructions
         # tests read sessions, received and sent events; the embedded demo model keeps none of it
         self.keep_history = keep_history
         self.client_secrets: dict[str, tuple[float, dict]] = {}  # ek_ value -> (expires_at, session)

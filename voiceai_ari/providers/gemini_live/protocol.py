@@ -49,6 +49,7 @@ class GeminiConfig:
     transcription: bool = True              # input and output transcription
     compression_trigger_tokens: int | None = 25000   # context-window compression: calls of any length
     tools: list[dict[str, Any]] = field(default_factory=list)   # flat OpenAI-style function declarations
+    language: str = ""                      # speechConfig.languageCode (BCP-47, "es-US"); "" = not sent
 
     def setup(self, resume_handle: str | None = None) -> dict[str, Any]:
         vad: dict[str, Any] = {"disabled": False}
@@ -68,6 +69,8 @@ class GeminiConfig:
                                     "activityHandling": "START_OF_ACTIVITY_INTERRUPTS"},
             "sessionResumption": {"handle": resume_handle} if resume_handle else {},
         }
+        if self.language:
+            setup["generationConfig"]["speechConfig"]["languageCode"] = self.language
         if self.instructions:
             setup["systemInstruction"] = {"parts": [{"text": self.instructions}]}
         if self.tools:

@@ -45,6 +45,7 @@ class SessionConfig:
     truncation: str | float | None = None  # "auto", "disabled", a retention ratio 0<r<1; None = not sent
     noise_reduction: str = ""             # near_field|far_field; "" = not sent
     idle_timeout_ms: int = 0              # server_vad only; 0 = not sent
+    language: str = ""                    # transcription language hint (ISO 639-1); "" = not sent
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: list[dict[str, Any]], *,
@@ -55,7 +56,8 @@ class SessionConfig:
                    vad_type=s.vad_type, vad_eagerness=s.vad_eagerness, tools=tools,
                    transcription_model=s.transcription_model if transcription else "",
                    reasoning_effort=s.reasoning_effort, truncation=s.truncation_value,
-                   noise_reduction=s.noise_reduction, idle_timeout_ms=s.idle_timeout_ms)
+                   noise_reduction=s.noise_reduction, idle_timeout_ms=s.idle_timeout_ms,
+                   language=s.language)
 
     def turn_detection(self) -> dict[str, Any]:
         if self.vad_type == "semantic_vad":
@@ -76,6 +78,8 @@ class SessionConfig:
         }
         if self.transcription_model:
             audio_in["transcription"] = {"model": self.transcription_model}
+            if self.language:   # the API takes ISO 639-1: "es" of "es-MX"
+                audio_in["transcription"]["language"] = self.language.split("-")[0]
         if self.noise_reduction:
             audio_in["noise_reduction"] = {"type": self.noise_reduction}
         out: dict[str, Any] = {
