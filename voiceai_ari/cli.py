@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return check.main()
     try:
         settings = load_settings()
-        tools = _tools(settings)
+        _tools(settings)   # tool modules and allowlists: one line, exit 2
         from .config.agents import read_agents
         read_agents(settings)   # a bad agents file: one line, exit 2, before anything starts
     except ConfigError as exc:
