@@ -23,6 +23,7 @@ from .call import Call
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
 from ..media.transport import PortPool, RtpMedia
+from ..operate.events import EventHub, call_listener
 from ..operate.metrics import Metrics
 from ..providers.base import ModelSession
 from .tools import ToolRegistry
@@ -41,6 +42,7 @@ class VoiceAiApp:
         self.model_factory = model_factory
         self.tools = tools
         self.metrics = Metrics()
+        self.events = EventHub()                   # live calls for the dashboard (operate/events.py)
         self.ari = AriClient(settings.ari_url, settings.ari_user,
                              settings.ari_password.get_secret_value(), settings.ari_app,
                              backoff_initial=0.1, backoff_max=2.0)
@@ -225,6 +227,7 @@ class VoiceAiApp:
                          pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
         call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(), tools=self.tools,
                     settings=self.settings, bind=self._bind, metrics=self.metrics)
+        call.transcript.listener = call_listener(self.events, call.id)   # the dashboard's live view
         self.calls[call.id] = call
         self._bind(call.id, call)
         self._spawn(self._run_call(call))
