@@ -290,3 +290,15 @@ def test_live_calls_stream_snapshots_with_meters_and_a_calls_transcript_as_it_is
     assert events[2][1]["text"] == "Hello, how can I help?"
     loop.call_soon_threadsafe(app.calls.pop, "c-1")
     assert requests.get(f"{url}/dashboard/api/calls/c-1/events", headers=auth(), timeout=5).status_code == 404
+
+
+def test_stopping_the_api_ends_open_streams_at_once(tmp_path):
+    """An open Server-Sent Events response must not hold the shutdown (SIGTERM would wait for the browser)."""
+    loop, box = serve_in_thread(control_token=TOKEN, transcript_dir=str(tmp_path))
+    url = f"http://127.0.0.1:{box['api'].port}"
+    with requests.get(f"{url}/dashboard/api/events", headers=auth(), stream=True, timeout=5) as r:
+        assert sse_events(r, 1)[0][0] == "snapshot"
+        t0 = time.monotonic()
+        stop_in_thread(loop, box)     # raises if the API is not stopped within 5 s
+        took = time.monotonic() - t0
+    assert took < 2.0, took

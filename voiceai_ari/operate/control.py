@@ -12,6 +12,8 @@ Outbound calls (POST /calls) go only to named VOICEAI_ORIGINATE_TARGETS, never t
 chooses (toll fraud through a trunk), at most VOICEAI_ORIGINATE_PER_MINUTE a minute (429), and a ringing call
 holds one of VOICEAI_MAX_CALLS until it is answered or given up.
 The OpenAPI document is served at /openapi.json and the tests run schemathesis against it.
+The dashboard (operate/dashboard.py) adds /dashboard/: its static page needs no token (it holds no data), its
+/dashboard/api/* routes are guarded like the rest.
 """
 
 from __future__ import annotations

@@ -212,6 +212,12 @@ async function openCall(id) {
 }
 
 function callEnded() {
+  const c = state.calls.get(state.view?.id);
+  if (c) {   // the last snapshot had it live: show it ended, meters at rest
+    Object.assign(c, { state: "ended", level_in_dbfs: -90, level_out_dbfs: -90 });
+    renderCallFacts();
+    state.calls.delete(c.id);
+  }
   $("#actions").classList.add("ended");
   for (const b of document.querySelectorAll("#actions button")) b.disabled = true;
   if (state.view?.stem) {
