@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 import stat
+import subprocess
 import time
 import wave
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 from . import analysis as A
-from .caller import Phone, place_call
+from .caller import Phone, ari, place_call
 from .conftest import E2E_KEY
 from .test_call import no_leftovers
 from .test_conversation import frames_with_tone
@@ -241,3 +242,70 @@ async def test_dashboard_live_call_transcript_hangup_history_and_recording(make_
     print(f"[e2e] recording {wav.name}: {len(x) / rate:.1f} s stereo at {rate} Hz; caller's words to the reply: "
           f"{lived * 1000:.0f} ms at the phone, {recorded * 1000:.0f} ms in the recording")
     assert abs(lived - recorded) < 0.15, "caller and bot are in step in the recording"
+
+
+async def login(page: Page, url: str) -> None:
+    await page.run(page.d.get, url)
+    await page.until(visible("#login-form"), "token prompt")
+    await page.run(lambda: page.d.find_element("id", "token").send_keys(TOKEN))
+    await page.run(lambda: page.d.find_element("css selector", "#login-form button").click())
+    await page.until("return document.body.dataset.ready === '1'", "page ready")
+
+
+async def test_dashboard_originates_and_transfers_to_allowlisted_targets_only(make_bot, fake_model, browser,
+                                                                               tmp_path):
+    """The page's call button dials a VOICEAI_ORIGINATE_TARGETS name (sipp answers as the callee); the call
+    shows up; its transfer menu offers only VOICEAI_TRANSFER_TARGETS, a forged target is refused (422), and
+    the offered one takes the callee out of the bot to the dialplan."""
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=0.5, speed=4)
+    await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="model",
+                   VOICEAI_CONTROL_PORT=str(PORT), VOICEAI_CONTROL_TOKEN=TOKEN,
+                   VOICEAI_ORIGINATE_TARGETS='{"ivr": "PJSIP/anonymous/sip:ivr@127.0.0.1:5095"}',
+                   VOICEAI_TRANSFER_TARGETS='{"congrats": "from-caller,200,1"}')
+    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", "5095", "-mi", "127.0.0.1",
+                            "-mp", "16300", "-cp", "8935", "-m", "1", "-nostdin", "-timeout", "40s"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    call_id = ""
+    try:
+        page = Page(browser)
+        await login(page, f"http://127.0.0.1:{PORT}/dashboard/")
+        assert await page.js("return [...document.querySelectorAll('#originate-target option')]"
+                             ".map(o => o.value)") == ["ivr"]
+        await asyncio.sleep(0.3)   # sipp is listening
+        await page.run(lambda: browser.find_element("css selector", "#originate button").click())
+        call_id = await page.until("const r = document.querySelector('#calls tr[data-call]');"
+                                   "return r && r.dataset.call", "the outbound call's row", 10.0)
+        assert call_id.startswith("voiceai-out-")
+        assert "dialling ivr" in await page.js("return document.querySelector('#originate-result').innerText")
+        await page.until("return document.querySelector('#calls tr[data-call]').innerText.includes('talking')",
+                         "the outbound call talking", 10.0)
+        await page.run(lambda: browser.find_element("css selector", "#calls tr[data-call] a").click())
+        await page.until(visible("#act-transfer"), "the transfer form")
+        assert await page.js("return [...document.querySelectorAll('#transfer-target option')]"
+                             ".map(o => o.value)") == ["congrats"]
+        forged = await page.run(browser.execute_async_script, """
+            const done = arguments[arguments.length - 1];
+            fetch('/calls/' + encodeURIComponent(arguments[0]) + '/transfer', {method: 'POST',
+                  headers: {'Content-Type': 'application/json',
+                            'Authorization': 'Bearer ' + sessionStorage.getItem('voiceai-control-token')},
+                  body: JSON.stringify({target: 'Local/00441234@from-internal'})}).then(r => done(r.status));""",
+                                  call_id)
+        assert forged == 422
+        await page.run(lambda: browser.find_element("css selector", "#act-transfer button").click())
+        await page.until("return document.querySelector('#action-result').innerText.includes('transferred')"
+                         " || document.querySelector('#action-result').innerText.includes('ended')",
+                         "the transfer's outcome", 15.0)
+        await page.until("return [...document.querySelectorAll('#timeline li')].some(l => l.dataset.event === "
+                         "'transfer' && l.innerText.includes('to congrats: the caller left the bot'))",
+                         "the transfer in the timeline", 5.0)
+        await page.shot("10-originate-transfer")
+        status, chan = await ari("GET", f"/channels/{call_id}")
+        assert status == 200 and chan["dialplan"]["exten"] == "200", chan   # the callee is in the dialplan now
+    finally:
+        if call_id:
+            await ari("DELETE", f"/channels/{call_id}")
+        try:
+            await asyncio.to_thread(uas.wait, 10)
+        except subprocess.TimeoutExpired:
+            uas.kill()
+            uas.wait()

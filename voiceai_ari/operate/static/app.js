@@ -154,7 +154,8 @@ function renderCalls() {
 function renderCallFacts() {
   const c = state.calls.get(state.view.id);
   if (!c) return;
-  $("#call-title").textContent = `Call from ${c.caller?.number || c.caller?.name || "unknown"}`;
+  $("#call-title").textContent = c.id.startsWith("voiceai-out-") ? "Outbound call"
+    : `Call from ${c.caller?.number || c.caller?.name || "unknown"}`;
   const facts = [["State", c.state], ["Duration", duration(c.duration_s)], ["Model", `${c.provider} · ${c.model}`],
     ["Transport", c.transport], ["Cost so far", money(c.cost_usd)], ["Started", c.started]];
   if (c.agent) facts.push(["Agent", c.agent]);
@@ -175,6 +176,8 @@ function recordItem(r) {
     case "error": return li("error", el("b", {}, "Error "), `${r.code}: ${r.message}`);
     case "response_failed": return li("error", el("b", {}, "Response failed "), `${r.code} (${r.action})`);
     case "fallback": return li("error", el("b", {}, "Fallback "), `${r.action}: ${r.reason}`);
+    case "transfer": return li(`transfer ${r.ok ? "" : "failed"}`, el("b", {}, "Transfer "),
+      `to ${r.target}: ${r.ok ? "the caller left the bot" : `failed (${r.reason})`} after ${r.ms} ms`);
     case "call_start": return li("meta", `Call started: ${r.caller_number || ""} ${r.caller_name || ""}`);
     case "call_end": return li("meta", `Call ended: ${r.reason} · ${money(r.cost_usd)}`);
     default: {
@@ -256,10 +259,10 @@ $("#originate").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
     const r = await api("/calls", { method: "POST", body: { target: $("#originate-target").value } });
-    setConn(`dialling ${r.target}`, true);
+    $("#originate-result").textContent = `dialling ${r.target}…`;
   } catch (e) {
     if (e instanceof Unauthorized) return showLogin("The token was refused.");
-    alert(`Call failed: ${e.message}`);
+    $("#originate-result").textContent = `call failed: ${e.message}`;
   }
 });
 
