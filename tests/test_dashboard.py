@@ -289,6 +289,8 @@ def test_live_calls_stream_snapshots_with_meters_and_a_calls_transcript_as_it_is
     assert [d["event"] for _, d in events] == ["meta", "call_start", "bot", "call_end"]
     assert events[2][1]["text"] == "Hello, how can I help?"
     loop.call_soon_threadsafe(app.calls.pop, "c-1")
+    metrics = requests.get(f"{url}/metrics", headers=auth(), timeout=5).text
+    assert "voiceai_dashboard_streams_dropped_total 0.0" in metrics
     assert requests.get(f"{url}/dashboard/api/calls/c-1/events", headers=auth(), timeout=5).status_code == 404
 
 
@@ -302,3 +304,19 @@ def test_stopping_the_api_ends_open_streams_at_once(tmp_path):
         stop_in_thread(loop, box)     # raises if the API is not stopped within 5 s
         took = time.monotonic() - t0
     assert took < 2.0, took
+
+
+def test_without_a_token_the_page_works_from_its_own_origin_only(tmp_path):
+    """Loopback with no token: the page's data and actions answer the API's own origin, never a foreign one."""
+    loop, box = serve_in_thread(transcript_dir=str(tmp_path))
+    url = f"http://127.0.0.1:{box['api'].port}"
+    try:
+        own = {"Origin": url}
+        assert requests.get(f"{url}/dashboard/api/info", headers=own, timeout=5).json()["token_required"] is False
+        evil = {"Origin": "http://evil.example"}
+        assert requests.get(f"{url}/dashboard/api/info", headers=evil, timeout=5).status_code == 403
+        assert requests.get(f"{url}/dashboard/api/events", headers=evil, timeout=5).status_code == 403
+        assert requests.post(f"{url}/calls/x/hangup", json={}, headers=evil, timeout=5).status_code == 403
+        assert requests.post(f"{url}/calls/x/hangup", json={}, headers=own, timeout=5).status_code == 404
+    finally:
+        stop_in_thread(loop, box)
