@@ -7,7 +7,9 @@ batch as soon as it is written. `aclose()` returns once the call's last line is 
 the thread drains what is still queued, so nothing logged is lost on shutdown.
 
 The file name carries the caller's channel id. A line: {"ts": "<ISO time>", "t": <seconds since call start>,
-"event": "...", ...fields}. Events: call_start, caller, bot (transcripts), tool_call, dtmf, error, call_end.
+"event": "...", ...fields}. Events: call_start, caller, bot (transcripts), tool_call, dtmf, barge_in, transfer,
+error, call_end (and a few more: docs/conversation.md). `listener`, if set, gets each record as it is written
+(the dashboard's live view).
 """
 
 from __future__ import annotations
