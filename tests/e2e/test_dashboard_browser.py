@@ -103,7 +103,9 @@ def visible(sel: str) -> str:
 async def test_dashboard_live_call_transcript_hangup_history_and_recording(make_bot, fake_model, browser, tmp_path):
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     script = [{"audio": "tone", "tone_hz": 440, "tone_seconds": 1.0, "transcript": GREETING},
-              {"audio": "tone", "tone_hz": 660, "tone_seconds": 1.0, "transcript": REPLY}]
+              {"audio": "tone", "tone_hz": 660, "tone_seconds": 1.0, "transcript": REPLY,
+               "function_call": {"name": "send_dtmf", "arguments": {"digits": "42"}}},
+              {"audio": "none"}, {"audio": "none"}]   # after the tool result, after the caller's key
     fake = await fake_model(mode="tone", speed=1, script=script)
     rec_dir = tmp_path / "recordings"
     bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="model",
@@ -126,8 +128,14 @@ async def test_dashboard_live_call_transcript_hangup_history_and_recording(make_
     await page.until(visible("#no-calls"), "no calls")
     await page.js("""
         window.__rowAt = null;
-        new MutationObserver(() => { if (!window.__rowAt && document.querySelector('#calls tr[data-call]'))
-          window.__rowAt = Date.now(); }).observe(document.querySelector('#calls tbody'), {childList: true});""")
+        window.__peak = [-90, -90];    // the loudest caller / bot meter the row has shown
+        new MutationObserver(() => {
+          const row = document.querySelector('#calls tr[data-call]');
+          if (!row) return;
+          window.__rowAt = window.__rowAt || Date.now();
+          row.querySelectorAll('.meter').forEach((m, i) => {
+            window.__peak[i] = Math.max(window.__peak[i], +m.dataset.dbfs); });
+        }).observe(document.querySelector('#calls tbody'), {childList: true});""")
     await page.shot("02-no-calls")
 
     # 3. a call: silence, then the caller speaks (1000 Hz, 0.8 s) after the greeting
@@ -159,14 +167,31 @@ async def test_dashboard_live_call_transcript_hangup_history_and_recording(make_
     await page.until("return [...document.querySelectorAll('#timeline li.bot')].some(l => l.innerText.includes("
                      f"{REPLY!r}))", "the reply's transcript line", 12.0)
     reply_seen = loop.time()
+    peak_in, peak_out = await page.js("return window.__peak")
+    print(f"[e2e] level meters peaked at {peak_in} dBFS (caller's tone) and {peak_out} dBFS (bot's)")
+    assert peak_in > -30 and peak_out > -30, "both meters moved with the audio"
+    # the tool the model called, with its arguments and result; then a key the caller presses
+    tool = await page.until("const l = document.querySelector('#timeline li.tool'); return l && l.innerText",
+                            "the tool call", 8.0)
+    assert "send_dtmf" in tool and '"digits": "42"' in tool and '"status": "sent"' in tool, tool
+    phone.send_dtmf("7")
+    await page.until("return [...document.querySelectorAll('#timeline li.dtmf')].some(l => l.innerText.includes('7'))",
+                     "the caller's key", 5.0)
     await page.shot("04-call-transcript")
 
     # the operator's actions: say, replace the instructions (the fake model receives both)
     fs = fake.sessions[0]
     await page.run(lambda: browser.find_element("id", "say-text").send_keys("Your parcel left the depot."))
     await page.run(lambda: browser.find_element("css selector", "#act-say button").click())
-    said = await fs.wait_for("conversation.item.create")
-    assert "Your parcel left the depot." in said["item"]["content"][0]["text"]
+
+    def said() -> list[dict]:
+        return [e for e in fs.events_of("conversation.item.create") if e["item"].get("role") == "system"
+                and "Your parcel left the depot." in e["item"]["content"][0]["text"]]
+    for _ in range(100):
+        if said():
+            break
+        await asyncio.sleep(0.05)
+    assert said(), "the page's Say reached the model"
     await page.run(lambda: browser.find_element("id", "instr-text").send_keys("Speak French."))
     await page.run(lambda: browser.find_element("css selector", "#act-instructions button").click())
     await page.until("return document.querySelector('#action-result').innerText.includes('updated')",

@@ -62,6 +62,7 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children) if (c !== null && c !== undefined) e.append(c);
   return e;
 }
+const asText = (v) => (typeof v === "string" ? v : JSON.stringify(v));   // tool arguments and results
 const money = (usd) => `$${(usd ?? 0).toFixed(4)}`;
 function duration(s) {
   s = Math.max(0, Math.round(s ?? 0));
@@ -169,8 +170,8 @@ function recordItem(r) {
   switch (r.event) {
     case "caller": return li("caller", el("b", {}, "Caller "), r.text);
     case "bot": return li("bot", el("b", {}, "Bot "), r.text);
-    case "tool_call": return li(`tool ${r.ok ? "" : "failed"}`, el("b", {}, `Tool ${r.name}`),
-      el("code", {}, JSON.stringify(r.arguments)), " → ", el("code", {}, JSON.stringify(r.result)));
+    case "tool_call": return li(`tool ${r.ok ? "" : "failed"}`, el("b", {}, `Tool ${r.name} `),
+      el("code", {}, asText(r.arguments)), " → ", el("code", {}, asText(r.result)));
     case "dtmf": return li("dtmf", el("b", {}, "Keypad "), r.digit);
     case "barge_in": return li("barge", el("b", {}, "Barge-in "), `bot cut after ${r.played_ms} ms`);
     case "error": return li("error", el("b", {}, "Error "), `${r.code}: ${r.message}`);
