@@ -43,7 +43,10 @@ def chromium():
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
             pytest.fail(f"{path} missing: apt-get install chromium chromium-driver (scripts/test does)")
-    os.environ["SE_OFFLINE"] = "true"   # belt and braces: Selenium Manager may not go online either
+    # Selenium Manager (which may download a browser or a driver) is skipped when the driver's path is given;
+    # pointing it at nothing makes any use of it an error instead of a silent download
+    os.environ["SE_MANAGER_PATH"] = "/nonexistent/selenium-manager-is-not-used"
+    os.environ["SE_OFFLINE"] = "true"
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
