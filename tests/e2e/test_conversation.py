@@ -60,6 +60,9 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     assert not [t for t in tone_times if barge + 0.1 < t < barge + 1.0], "bot audio resumed"
     assert trunc["content_index"] == 0 and trunc["item_id"] == fs.responses[0]["output"][0]["id"]
     assert abs(trunc["audio_end_ms"] - heard_ms) <= 40
+    # the transcript (and so the dashboard) records the barge-in with what the caller heard of the reply
+    [cut] = [e for e in transcript_lines(tmp_path) if e["event"] == "barge_in"]
+    assert cut["item_id"] == trunc["item_id"] and cut["played_ms"] == trunc["audio_end_ms"]
     assert not fs.events_of("response.cancel"), "the server cancelled by itself: no response.cancel"
     assert fs.responses[0]["status"] == "cancelled"
     assert not [e for e in fs.received if e["type"] == "error"]

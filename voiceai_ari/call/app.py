@@ -25,6 +25,7 @@ from .call import Call
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
 from ..media.transport import PortPool, RtpMedia
+from ..operate.events import EventHub, call_listener
 from ..operate.metrics import Metrics
 from ..providers.base import ModelSession
 from .tools import ToolRegistry
@@ -46,6 +47,7 @@ class VoiceAiApp:
         self.model_factory = model_factory
         self.tools = tools
         self.metrics = Metrics()
+        self.events = EventHub()                   # live calls for the dashboard (operate/events.py)
         self.ari = AriClient(settings.ari_url, settings.ari_user,
                              settings.ari_password.get_secret_value(), settings.ari_app,
                              backoff_initial=0.1, backoff_max=2.0)
@@ -250,6 +252,7 @@ class VoiceAiApp:
         call = Call(channel=ch, ari=self.ari, media=media, model=chosen.make_session(), tools=chosen.agent.tools,
                     settings=chosen.settings, bind=self._bind, metrics=self.metrics, agent=chosen)
         call.t_start = t_start                 # set-up time includes choosing the agent
+        call.transcript.listener = call_listener(self.events, call.id)   # the dashboard's live view
         self.calls[call.id] = call
         self._bind(call.id, call)
         self.calls_by_agent[chosen.name] += 1

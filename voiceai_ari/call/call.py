@@ -29,6 +29,7 @@ from . import transfer
 from .conversation import ConversationMixin, TurnGuard
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, new_id
 from .tools import TransferDestination, TransferFailed, TransferNotPossible
+from .recording import AudioTap, tap_call
 from .transcript import CallLog
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class Call(ConversationMixin):
         self._bind = bind
         self.log = log
         self.transcript = CallLog(settings.transcript_dir, self.id)
+        self.tap: AudioTap | None = None
         self.em_id: str | None = None
         self.bridge_id: str | None = None
         self.state = "starting"
@@ -105,7 +107,8 @@ class Call(ConversationMixin):
         try:
             await self._start_media()      # answers once the media path is up: no first words lost
             # the session queues audio until it is connected: what the caller says meanwhile is kept
-            self.media.on_audio = self.model.send_audio
+            self.tap = tap_call(self)   # level meters, and the recording if VOICEAI_RECORD_DIR is set
+            self.media.on_audio = self.tap.caller
             try:
                 await self._step(connect)
             except (OSError, ValueError, asyncio.TimeoutError, WebSocketException) as exc:
@@ -364,6 +367,8 @@ class Call(ConversationMixin):
         # Asterisk's resources and the port first (the caller's side), the model last (it may be slow)
         stats = self.media.stats()
         await self._quietly("close media", self.media.close())
+        if self.tap is not None:
+            self.tap.close()
         if not self.caller_released:
             await self._quietly("hang up caller", self.ari.hangup(self.id))
         if self.em_id is not None:

@@ -121,10 +121,13 @@ class ConversationMixin:
                 media.end_item()
             elif isinstance(ev, SpeechStarted):
                 # barge-in: silence the bot within one 20 ms frame, tell the model what was heard
-                if media.busy:
+                cut = media.busy
+                if cut:
                     self.metrics.barge_in.observe(media.until_next_frame())
                 item_id, played_ms = media.interrupt()
                 model.interrupt(item_id, played_ms)
+                if cut:
+                    self.transcript.write("barge_in", item_id=item_id, played_ms=played_ms)
                 self.guard.caller_spoke()
                 self.log.debug("< caller speaks: cut %s at %d ms", item_id, played_ms)
             elif isinstance(ev, SpeechStopped):

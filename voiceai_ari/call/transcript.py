@@ -7,7 +7,9 @@ batch as soon as it is written. `aclose()` returns once the call's last line is 
 the thread drains what is still queued, so nothing logged is lost on shutdown.
 
 The file name carries the caller's channel id. A line: {"ts": "<ISO time>", "t": <seconds since call start>,
-"event": "...", ...fields}. Events: call_start, caller, bot (transcripts), tool_call, dtmf, error, call_end.
+"event": "...", ...fields}. Events: call_start, caller, bot (transcripts), tool_call, dtmf, barge_in, transfer,
+error, call_end (and a few more: docs/conversation.md). `listener`, if set, gets each record as it is written
+(the dashboard's live view).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -154,11 +157,13 @@ class CallLog:
         self.path: Path | None = None
         self._sink: _Sink | None = None
         self._t0 = time.monotonic()
-        if not folder:
-            return
+        self.listener: Callable[[dict[str, Any]], None] | None = None   # the dashboard's event fan-out
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", channel_id)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        self.path = Path(folder) / f"{stamp}-{safe}.jsonl"
+        self.stem = f"{stamp}-{safe}"   # the file's name without .jsonl (a recording has the same)
+        if not folder:
+            return
+        self.path = Path(folder) / f"{self.stem}.jsonl"
         self._sink = _Sink(self.path, channel_id)
         _get_writer().put(("open", self._sink))
 
@@ -166,6 +171,8 @@ class CallLog:
         rec = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                "t": round(time.monotonic() - self._t0, 3), "event": event, **fields}
         self.recent.append(rec)
+        if self.listener is not None:
+            self.listener(rec)
         if self._sink is not None:  # formatted here (a snapshot of the fields), written by the thread
             line = json.dumps(rec, ensure_ascii=False, default=str) + "\n"
             _get_writer().put(("line", self._sink, line.encode("utf-8")))

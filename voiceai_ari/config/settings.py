@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     dtmf_gap_ms: int = Field(100, ge=40, le=2000, description="send_dtmf tool: pause between digits")
     transcript_dir: str = Field(
         "transcripts", description="folder for per-call JSONL transcripts; empty turns them off")
+    record_dir: str = Field("", description="folder for per-call stereo WAV recordings (caller left, bot right); "
+                            "empty = no recordings")
+    record_retention_days: int = Field(30, ge=0, le=36500, description="recordings older than this many days "
+                                       "are deleted; 0 = kept forever")
 
     # --- tools -------------------------------------------------------------------------------------------
     transfer_targets: dict[str, str] = Field(

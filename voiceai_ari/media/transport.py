@@ -210,6 +210,7 @@ class RtpMedia(asyncio.DatagramProtocol):
         self._bind_host, self._advertise_host, self._pool = bind_host, advertise_host, pool
         self.port = 0
         self.on_audio: Callable[[bytes], None] | None = None
+        self.on_sent: Callable[[bytes], None] | None = None   # each bot frame as sent (meters, recording)
         self.filter = InboundFilter(payload_type=None, payload_bytes=CALLER_FRAME_BYTES)
         self.encoder = make_encoder(return_codec)
         fmt = self.encoder.fmt
@@ -261,6 +262,11 @@ class RtpMedia(asyncio.DatagramProtocol):
     @property
     def external_host(self) -> str:
         return f"{self._advertise_host}:{self.port}"
+
+    @property
+    def sent_rate(self) -> int:
+        """Sample rate of the frames given to `on_sent` (the return codec's)."""
+        return self.encoder.fmt.sample_rate
 
     def set_remote(self, host: str, port: int) -> None:
         self._remote = (host, port)
@@ -343,6 +349,8 @@ class RtpMedia(asyncio.DatagramProtocol):
             self._quiet = 0
             frame, marker = item
             payload = self.encoder.encode(frame)
+            if self.on_sent is not None:
+                self.on_sent(frame)
         if self._transport is not None and self._remote is not None:
             self._transport.sendto(self.sender.packet(payload, marker), self._remote)
 

@@ -12,6 +12,8 @@ Outbound calls (POST /calls) go only to named VOICEAI_ORIGINATE_TARGETS, never t
 chooses (toll fraud through a trunk), at most VOICEAI_ORIGINATE_PER_MINUTE a minute (429), and a ringing call
 holds one of VOICEAI_MAX_CALLS until it is answered or given up.
 The OpenAPI document is served at /openapi.json and the tests run schemathesis against it.
+The dashboard (operate/dashboard.py) adds /dashboard/: its static page needs no token (it holds no data), its
+/dashboard/api/* routes are guarded like the rest.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..ari import AriError, AriUnavailable
 from ..call.tools import TransferDestination, TransferFailed, TransferNotPossible
 from ..config import originate_endpoint
+from .dashboard import Dashboard, is_page
 
 if TYPE_CHECKING:
     from ..call.app import VoiceAiApp
@@ -171,6 +174,7 @@ class ControlApi:
         self.port = 0
         self._peers = PeerCheck(0, app.settings.control_host, app.settings.control_allowed_hosts)
         self._originate_rate = RateLimit(app.settings.originate_per_minute)
+        self.dashboard = Dashboard(app, call_summary, self._token is not None)
 
     def web_app(self) -> web.Application:
         w = web.Application(middlewares=[self._guard], client_max_size=64 * 1024)
@@ -181,6 +185,7 @@ class ControlApi:
             web.get("/calls/{id}", self.get_call), web.post("/calls/{id}/hangup", self.hangup),
             web.post("/calls/{id}/transfer", self.transfer), web.post("/calls/{id}/say", self.say),
             web.post("/calls/{id}/instructions", self.instructions),
+            *self.dashboard.routes(),
         ])
         from .agents_api import agent_routes
         w.add_routes(agent_routes(self.app))   # GET /agents, POST /agents/reload (operate/agents_api.py)
@@ -198,6 +203,7 @@ class ControlApi:
                  "bearer token required" if self._token else "loopback, no token")
 
     async def stop(self) -> None:
+        await self.dashboard.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -212,7 +218,7 @@ class ControlApi:
         if refusal is not None:
             log.warning("! control API: %s %s refused: %s", request.method, request.path, refusal)
             return _json_error(403, refusal)
-        if self._token is not None:
+        if self._token is not None and not is_page(request.path):   # the page itself holds no data
             given = request.headers.get("Authorization", "")
             if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self._token)):
                 return _json_error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})

@@ -118,6 +118,9 @@ class _AppCollector(Collector):
         yield _labelled("voiceai_model_tokens", "tokens reported in response.done usage", "kind", m.tokens.items())
         yield from _clock_metrics()
         yield _counter("voiceai_model_cost_usd", "estimated model cost at the configured prices", m.cost_usd)
+        yield _gauge("voiceai_dashboard_streams", "dashboard event streams open", app.events.subscribers)
+        yield _counter("voiceai_dashboard_streams_dropped", "dashboard streams dropped for falling behind",
+                       app.events.dropped)
 
 
 def _clock_metrics() -> Iterator[Any]:
