@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 
 from . import analysis as A
-from .caller import CallResult, Phone, ari, place_call
+from .caller import UAC_XML, CallResult, Phone, ari, place_call
 from .conftest import log_lines
 
 AMP = 5000                     # -16.3 dBFS
@@ -25,6 +25,23 @@ def worker_env(fake_url: str, app: str, ports: str, **extra: str) -> dict[str, s
     from .conftest import E2E_KEY
     return dict(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake_url, VOICEAI_ARI_APP=app,
                 VOICEAI_BROADCAST="on", VOICEAI_RTP_PORTS=ports, VOICEAI_CONTROL_PORT="0", **extra)
+
+
+KAMAILIO = "127.0.0.10:5060"          # scripts/cluster
+
+
+def proxy_scenario(workdir) -> "Path":
+    """uac.xml with the route set of the 200 OK (Record-Route, kept by its rrs="true") in the ACK and BYE,
+    so they go through the proxy that recorded the route, as a phone behind Kamailio sends them."""
+    from pathlib import Path
+    text = UAC_XML.read_text(encoding="iso-8859-1")
+    for cseq in ("CSeq: 1 ACK", "CSeq: 2 BYE"):
+        assert text.count(cseq) == 1, cseq
+        text = text.replace(cseq, cseq + "\n      [routes]")
+    out = Path(workdir) / "uac_proxy.xml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="iso-8859-1")
+    return out
 
 
 def tone_phone(freq: float) -> Phone:
@@ -114,3 +131,30 @@ def invite_to_200_ms(res: CallResult) -> float:
 def median(xs: list[float]) -> float:
     s = sorted(xs)
     return s[len(s) // 2] if s else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------ cluster
+NODES = {"a": "127.0.0.11", "b": "127.0.0.12"}   # scripts/cluster: Asterisk A and B (ARI on :8088)
+
+
+async def node_ari(ip: str, method: str, path: str, **params) -> tuple[int, object]:
+    import aiohttp
+
+    from .caller import _ari_headers
+    async with aiohttp.ClientSession(headers=_ari_headers()) as s:
+        async with s.request(method, f"http://{ip}:8088/ari{path}", params=params or None) as r:
+            body = await r.json(content_type=None) if r.content_length != 0 else None
+            return r.status, body
+
+
+async def node_leftovers(ip: str, timeout: float = 5.0) -> tuple[list, list]:
+    """Every channel and bridge still on a cluster node (nothing else runs on it), after up to ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        _, chans = await node_ari(ip, "GET", "/channels")
+        _, bridges = await node_ari(ip, "GET", "/bridges")
+        left = ([c["id"] for c in chans], [b["id"] for b in bridges])
+        if left == ([], []) or loop.time() > end:
+            return left
+        await asyncio.sleep(0.1)
