@@ -1,6 +1,6 @@
 """Consistency of the scale-out files: docker-compose.cluster.yml, kamailio/, scripts/cluster and the node
-settings the Asterisk image's configure.sh applies. Plain file checks (the cluster itself runs in
-tests/e2e/test_cluster.py through scripts/cluster; the compose file is not run by the tests).
+settings the Asterisk image's configure.sh applies. Plain file checks (the cluster runs for real in
+tests/e2e/test_cluster.py through scripts/cluster, and as containers in tests/e2e/test_compose_cluster.py).
 """
 
 from __future__ import annotations
