@@ -191,7 +191,7 @@ async def test_a_draining_asterisk_gets_no_new_calls_and_its_calls_finish(cluste
 
 
 async def _drain_node_a(make_bot, fake_model, tmp_path):
-    tones = freqs(10)
+    tones = freqs(11)
     fake = await fake_model(mode="echo", speed=4, seed=29)
     for n in PORTS:
         await start_worker(make_bot, fake, n)
@@ -201,7 +201,9 @@ async def _drain_node_a(make_bot, fake_model, tmp_path):
     t_drain = loop.time()
     # `asterisk -rx "core stop gracefully"` returns only once Asterisk has stopped: run it alongside
     stopping = asyncio.create_task(asyncio.to_thread(cluster_cmd, "cli", "a", "core stop gracefully"))
-    right_away_task = asyncio.create_task(proxied_call(tones[4], tmp_path / "r"))
+    await asyncio.sleep(0.15)                  # the CLI has connected and the drain has begun
+    # two calls at once: round-robin sends one of them to A unless the probe has already taken A out
+    right_away_task = asyncio.gather(*(proxied_call(f, tmp_path / f"r{k}") for k, f in enumerate(tones[4:6])))
     t_down = None
     while loop.time() - t_drain < 5:
         if await node_up_metric("a") == "0":
@@ -210,8 +212,8 @@ async def _drain_node_a(make_bot, fake_model, tmp_path):
         await asyncio.sleep(0.05)
     assert t_down is not None, "Kamailio did not mark node A down in 5 s"
     right_away = await right_away_task
-    later = await asyncio.gather(*(proxied_call(f, tmp_path / f"b{k}") for k, f in enumerate(tones[5:])))
-    for res, f in zip([right_away, *later], tones[4:], strict=True):
+    later = await asyncio.gather(*(proxied_call(f, tmp_path / f"b{k}") for k, f in enumerate(tones[6:])))
+    for res, f in zip([*right_away, *later], tones[4:], strict=True):
         assert heard_own_echo(res, f, tones).ok and answered_by(res) == "b", heard_own_echo(res, f, tones).why
     res = await asyncio.gather(*first)
     assert sorted(answered_by(r) for r in res) == ["a", "a", "b", "b"], [r.answer for r in res]
@@ -219,7 +221,8 @@ async def _drain_node_a(make_bot, fake_model, tmp_path):
         assert heard_own_echo(r, f, tones).ok and not r.got_bye, r.summary()    # served to the caller's hangup
     kam_log = (Path(subprocess.run([str(CLUSTER), "paths"], capture_output=True, text=True).stdout.split()[-1])
                / "kamailio.log").read_text(errors="replace")
-    failed_over = any("failed over" in line and right_away.call_id in line for line in kam_log.splitlines())
+    failed_over = sum(any("failed over" in line and r.call_id in line for line in kam_log.splitlines())
+                      for r in right_away)
     await asyncio.wait_for(stopping, 10)        # A exits once its last call has ended
     t_exit = loop.time()
     exited = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True).stdout
@@ -231,9 +234,9 @@ async def _drain_node_a(make_bot, fake_model, tmp_path):
     t_up = loop.time()
     assert await node_up_metric("a") == "1"
     print(f"\n[e2e] cluster drain: node A out of Kamailio's rotation {(t_down - t_drain) * 1000:.0f} ms after "
-          f"`core stop gracefully` (probe every 1 s); a call placed right away went to B "
-          f"({'failed over from A after its 503' if failed_over else 'chosen directly'}, "
-          f"INVITE -> 200 {invite_to_200_ms(right_away):.0f} ms); 5 new calls all on B; A's 2 calls ran to the "
+          f"`core stop gracefully` (probe every 1 s); 2 calls placed right away went to B "
+          f"({failed_over} of them failed over from A after its 503; INVITE -> 200 "
+          f"{[round(invite_to_200_ms(r)) for r in right_away]} ms); 5 new calls all on B; A's 2 calls ran to the "
           f"caller's hangup, then A exited ({t_exit - t_drain:.1f} s after the drain began); restarted, A was back in rotation {(t_up - t_start) * 1000:.0f} ms later")
     assert await node_leftovers(NODES["b"]) == ([], [])
 
