@@ -56,6 +56,7 @@ class Channel(_Model):
     state: str = ""
     caller: CallerId = CallerId()
     channelvars: dict[str, str | None] | None = None
+    creationtime: str = ""
 
 
 class Bridge(_Model):
@@ -76,6 +77,7 @@ class AriEvent(_Model):
 
     type: str
     application: str = ""
+    timestamp: str = ""
     channel: Channel | None = None
     bridge: Bridge | None = None
     playback: Playback | None = None
@@ -203,6 +205,17 @@ class AriClient:
 
     async def redirect(self, channel_id: str, endpoint: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/redirect", params={"endpoint": endpoint})
+
+    async def claim(self, channel_id: str) -> bool:
+        """Claim a channel offered by StasisBroadcast (a CallBroadcast event) for this app: True = ours
+        (its StasisStart follows); False = another app claimed it first (409) or the offer is over (404)."""
+        try:
+            await self.request("POST", "/events/claim", params={"channelId": channel_id, "application": self.app})
+            return True
+        except AriError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
 
     async def channels(self) -> list[Channel]:
         return [Channel.model_validate(c) for c in await self.request("GET", "/channels")]

@@ -333,7 +333,8 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
                      codec: str | None = None, timeout: float = 60.0, workdir: Path,
                      server: str = "127.0.0.1:5060", call_id: str | None = None,
                      extra_args: tuple[str, ...] = (), info_dtmf: Sequence[tuple[float, str]] = (),
-                     info_duration_ms: int = 160, refer_status: int | None = None) -> CallResult:
+                     info_duration_ms: int = 160, refer_status: int | None = None,
+                     scenario: Path | None = None) -> CallResult:
     """Call ``ext`` on ``server`` with sipp; the media is ``phone`` (started here if needed, stopped when
     the call ends). The call lasts at most ``call_seconds`` after the answer: if the far end has not sent
     BYE by then, the caller sends BYE. ``hangup`` states who is expected to end the call ("caller" or
@@ -350,7 +351,10 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
 
     ``refer_status``: answer a SIP REFER (Asterisk's ARI redirect) with this final status, e.g. 405 as a
     trunk that does not do transfers, and stay in the call; or 202: take the transfer and hang up (not
-    with ``info_dtmf``)."""
+    with ``info_dtmf``).
+
+    ``scenario``: a sipp scenario to use instead of uac.xml (same keys), e.g. one that keeps the route set
+    a proxy recorded (tests/e2e/workers.py ``proxy_scenario``)."""
     if hangup not in ("caller", "remote"):
         raise ValueError("hangup must be 'caller' or 'remote'")
     codec = codec or phone.codec
@@ -369,7 +373,7 @@ async def place_call(ext: str, *, phone: Phone, call_seconds: float, hangup: str
     answer_file = workdir / f"{tag}.answer"
     msg_file, err_file, out_file = (workdir / f"{tag}.{s}" for s in ("messages.log", "errors.log", "stdout.log"))
     pt, codec_name, _, _ = CODECS[codec]
-    scenario = UAC_XML
+    scenario = scenario or UAC_XML
     if info and refer_status is not None:
         raise ValueError("refer_status and info_dtmf cannot be combined")
     if info:  # the same scenario with the BYE wait cut up by INFOs (uac.xml itself stays untouched)

@@ -22,6 +22,7 @@ from typing import Any
 from ..ari import AriClient, AriEvent, Channel, EventsConnected, EventsDisconnected
 from .agents import AgentBook, CallAgent
 from .call import Call
+from .claims import Claims, stasis_delay_ms
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
 from ..media.transport import PortPool, RtpMedia
@@ -64,6 +65,7 @@ class VoiceAiApp:
         self.refused_calls = 0
         self.orphans_cleaned = 0
         self._arrivals: list[set[str]] = []       # per running resync: channels whose StasisStart came meanwhile
+        self.claims = Claims(self)                # StasisBroadcast offers (VOICEAI_BROADCAST)
         self.metrics.attach(self)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -93,11 +95,12 @@ class VoiceAiApp:
             await asyncio.sleep(0.1)
 
     def slots_used(self) -> int:
-        """Calls in progress plus outbound calls still ringing: each holds one of VOICEAI_MAX_CALLS."""
+        """Calls in progress, outbound calls still ringing and won claims not yet started: each holds one of
+        VOICEAI_MAX_CALLS."""
         now = time.monotonic()
         for cid in [c for c, until in self.originating.items() if until < now]:
             del self.originating[cid]
-        return len(self.calls) + len(self._pending) + len(self.originating)
+        return len(self.calls) + len(self._pending) + len(self.originating) + self.claims.held()
 
     def stats(self) -> dict[str, int]:
         """Process-wide counters (SIGUSR1 logs them; the soak test reads them)."""
@@ -110,7 +113,8 @@ class VoiceAiApp:
         return {"active_calls": len(self.calls), "total_calls": self.total_calls,
                 "refused_calls": self.refused_calls, "ports_in_use": self.pool.in_use,
                 "owned_ids": len(self._by_channel), "tasks": len(asyncio.all_tasks()), "fds": fds,
-                "rss_kb": rss_kb, "ari_reconnects": self.ari.reconnects, "orphans_cleaned": self.orphans_cleaned}
+                "rss_kb": rss_kb, "ari_reconnects": self.ari.reconnects, "orphans_cleaned": self.orphans_cleaned,
+                **{f"offers_{k}": n for k, n in self.claims.counts.items()}}
 
     async def _read_events(self) -> None:
         async for ev in self.ari.events():
@@ -126,6 +130,9 @@ class VoiceAiApp:
                     log.exception("! event %s could not be handled", ev.type)
 
     def dispatch(self, ev: AriEvent) -> None:
+        if ev.type == "CallBroadcast":
+            self.claims.offer(ev)
+            return
         if ev.type == "StasisStart" and ev.channel is not None:
             for arrived in self._arrivals:
                 arrived.add(ev.channel.id)
@@ -146,6 +153,7 @@ class VoiceAiApp:
             self._start_call(ev)
         elif ev.type == "ChannelDestroyed":
             self.originating.pop(ch.id, None)   # an outbound call that was never answered frees its slot
+            self.claims.release(ch.id)
 
     async def _resync(self) -> None:
         """After (re)connecting: events were missed. End calls whose caller is gone, adopt callers that
@@ -226,6 +234,8 @@ class VoiceAiApp:
         if ch.id in self._by_channel or ch.id in self._pending:
             return
         self.originating.pop(ch.id, None)       # an answered outbound call: its slot becomes the call's
+        self.claims.release(ch.id)              # so does a claimed one's
+        log.debug("= %s entered Stasis %s ms after its channel was created", ch.id, stasis_delay_ms(ev))
         if not self.accepting or self.slots_used() >= self.settings.max_calls:
             self.refused_calls += 1
             log.warning("! call %s refused: %s", ch.id,

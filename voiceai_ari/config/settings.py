@@ -186,6 +186,8 @@ class Settings(BaseSettings):
         "", description="over capacity: ARI media URI announced before the busy hangup; empty = SIP 486 at once")
     busy_sound_s: float = Field(3.0, ge=0, le=60, description="how long the busy announcement plays")
     drain_s: float = Field(30.0, ge=0, le=3600, description="on SIGTERM: seconds active calls get to finish")
+    broadcast: bool = Field(False, description="StasisBroadcast worker: claim the calls offered to this app "
+                            "(CallBroadcast) while below max_calls and not draining; leave the rest to others")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line; text")
 

@@ -83,8 +83,9 @@ class _AppCollector(Collector):
                 total[key] += int(st.get(key, 0))
             dropped.update(st.get("rx_dropped", {}))
         yield _gauge("voiceai_calls_active", "calls in progress", len(app.calls))
+        app.slots_used()   # drops outbound calls past their give-up time
         yield _gauge("voiceai_calls_originating", "outbound calls (POST /calls) ringing; they count against "
-                     "VOICEAI_MAX_CALLS", app.slots_used() - len(app.calls))
+                     "VOICEAI_MAX_CALLS", len(app.originating))
         yield _gauge("voiceai_offline_demo", "1: no OPENAI_API_KEY, calls get the offline echo demo model",
                      int(app.settings.offline_demo))
         yield _counter("voiceai_calls", "calls accepted", app.total_calls)
@@ -94,6 +95,9 @@ class _AppCollector(Collector):
             agents.add_metric([name], app.calls_by_agent[name])
         yield agents
         yield _counter("voiceai_calls_refused", "calls refused (capacity or draining)", app.refused_calls)
+        yield _labelled("voiceai_broadcast_offers", "StasisBroadcast offers (VOICEAI_BROADCAST), by outcome: "
+                        "claimed, lost (another worker won), declined (full or draining)", "outcome",
+                        app.claims.counts.items())
         rtp = CounterMetricFamily("voiceai_rtp_packets", "RTP packets", labels=["direction"])
         rtp.add_metric(["in"], total["rx_packets"])
         rtp.add_metric(["out"], total["tx_packets"])
