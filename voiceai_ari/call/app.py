@@ -22,7 +22,8 @@ from ..ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
 from .call import Call
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
-from ..media.transport import PortPool, RtpMedia
+from ..media.transport import MediaTransport, PortPool, RtpMedia
+from ..media.websocket_channel import WebSocketMedia
 from ..operate.metrics import Metrics
 from ..providers.base import ModelSession
 from .tools import ToolRegistry
@@ -221,8 +222,12 @@ class VoiceAiApp:
             self._spawn(self._refuse(ch.id))
             return
         self.total_calls += 1
-        media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
-                         pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
+        media: MediaTransport
+        if self.settings.transport == "websocket":
+            media = WebSocketMedia(ari_url=self.settings.ari_url, fmt=self.settings.caller_format)
+        else:
+            media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
+                             pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
         call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(), tools=self.tools,
                     settings=self.settings, bind=self._bind, metrics=self.metrics)
         self.calls[call.id] = call
