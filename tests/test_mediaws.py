@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from voiceai_ari.fakes.chan_websocket import ChanWebsocketQueue
-from voiceai_ari.media.mediaws import (XOFF_LEVEL, BadMessage, MediaSocketCore, command, parse_event)
+from voiceai_ari.media.mediaws import (MAX_FRAME_PAYLOAD, XOFF_LEVEL, BadMessage, MediaSocketCore, command, parse_event)
 
 FB = 960          # slin24: 20 ms
 RATE = 24000
@@ -28,12 +28,15 @@ class Line:
     def __init__(self, use_json: bool = True, **kw: int) -> None:
         self.core = MediaSocketCore(FB, use_json=use_json, **kw)
         self.ast = ChanWebsocketQueue(FB, use_json=use_json)
+        self.ast.messages = []
         self.t = 0.0
         self.sent_samples = 0
 
     def flush(self) -> None:
         for msg in self.core.out:
             self.ast.send(msg)
+            if isinstance(msg, bytes):
+                self.ast.messages.append(msg)
         self.core.out.clear()
 
     def push(self, n_samples: int, item: str = "item1") -> None:
@@ -115,7 +118,17 @@ def test_everything_pushed_is_played_whole_and_in_order(deltas: list[int], use_j
     assert played[:total * 2] == audio(total)              # in order, nothing lost
     assert not any(played[total * 2:])                     # then only the padding of the last frame
     assert line.ast.max_frames <= line.core.window < XOFF_LEVEL
+    assert max(len(m) for m in line.ast.messages) <= MAX_FRAME_PAYLOAD   # Asterisk closes with 1009 beyond
     assert not line.core.busy(line.t)
+
+
+@pytest.mark.parametrize("frame_bytes", [640, 960, 1920])
+def test_no_binary_message_exceeds_asterisks_websocket_buffer(frame_bytes: int) -> None:
+    core = MediaSocketCore(frame_bytes, chunk_frames=400)
+    core.push(bytes(frame_bytes * 400), "a")
+    sizes = [len(m) for m in core.out if isinstance(m, bytes)]
+    assert sum(sizes) == frame_bytes * 400 and max(sizes) <= MAX_FRAME_PAYLOAD
+    assert all(n % frame_bytes == 0 for n in sizes)
 
 
 def test_a_long_answer_waits_in_the_window_instead_of_filling_asterisks_queue() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from . import analysis as A
 from .caller import CallResult, Phone, place_call
-from .conftest import E2E_KEY
+from .conftest import E2E_KEY, ended_media_stats
 from .test_call import no_leftovers
 
 pytestmark = pytest.mark.e2e
@@ -54,12 +54,18 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     stop_ms = (before[-1] - barge) * 1000
     heard_ms = len(before) * 20
     [trunc] = fs.events_of("conversation.item.truncate")
-    print(f"\n[e2e] barge-in: bot audio stopped {stop_ms:.0f} ms after the model's VAD saw speech; "
+    spoke = res.tx_times[int(2.5 / 0.02)]       # the phone's first packet of the talk-over
+    print(f"\n[e2e] barge-in ({'websocket' if transport else 'rtp'}): bot audio stopped {stop_ms:.0f} ms after "
+          f"the model's VAD saw speech, {(before[-1] - spoke) * 1000:.0f} ms after the caller began to speak; "
           f"caller heard {heard_ms} ms, truncate audio_end_ms={trunc['audio_end_ms']}")
     assert stop_ms <= 100
     assert not [t for t in tone_times if barge + 0.1 < t < barge + 1.0], "bot audio resumed"
     assert trunc["content_index"] == 0 and trunc["item_id"] == fs.responses[0]["output"][0]["id"]
     assert abs(trunc["audio_end_ms"] - heard_ms) <= 40
+    if transport:   # chan_websocket: the cut is Asterisk's FLUSH_MEDIA, what was heard comes from its marks
+        await bot.wait_for_log("x call ended")
+        [stats] = ended_media_stats(bot)
+        assert stats["control"] == "json" and stats["flushes"] >= 1 and stats["marks_processed"] >= 1, stats
     assert not fs.events_of("response.cancel"), "the server cancelled by itself: no response.cancel"
     assert fs.responses[0]["status"] == "cancelled"
     assert not [e for e in fs.received if e["type"] == "error"]
@@ -214,4 +220,8 @@ async def test_caller_keys_reach_the_model(make_bot, fake_model, transport, tmp_
     assert len(fs.events_of("response.create")) == 2
     log = transcript_lines(tmp_path)
     assert [e["digit"] for e in log if e["event"] == "dtmf"] == ["5", "7"]
+    if transport:   # the keys also came as chan_websocket DTMF_END; ARI's events stay the one source
+        await bot.wait_for_log("x call ended")
+        [stats] = ended_media_stats(bot)
+        assert stats["dtmf_events"] == 2, stats
     assert (await no_leftovers(bot)) == ([], [], [])

@@ -13,6 +13,9 @@ What chan_websocket does (channels/chan_websocket.c, Asterisk 22.10.1):
   back when the timer reaches it, i.e. when everything before it has been played into the bridge.
 - ``FLUSH_MEDIA`` empties the queue (audio and pending marks) at once.
 - Caller keys arrive as ``DTMF_END``; text commands are at most 128 bytes.
+- res_http_websocket reads a WebSocket frame (header included) into a 65535-byte buffer: a bigger one
+  makes Asterisk close the socket with 1009, which hangs the channel up. So a binary message carries at
+  most `MAX_FRAME_PAYLOAD` bytes (68 frames of slin24).
 - The control format is plain text by default, JSON with the dial option ``f(json)`` (externalMedia
   ``transport_data=f(json)``). Both are parsed here; commands are built in either.
 
@@ -36,6 +39,7 @@ XOFF_LEVEL, XON_LEVEL = 900, 800
 MAX_TEXT = 128                # bytes of one text command chan_websocket accepts
 WINDOW_FRAMES = 500           # frames (10 s) we let Asterisk hold unplayed: below XOFF_LEVEL
 CHUNK_FRAMES = 50             # frames (1 s) at most per binary message; one mark before each
+MAX_FRAME_PAYLOAD = 65535 - 14  # bytes: Asterisk's receive buffer less the largest client frame header
 FRAME_MS = 20
 
 
@@ -119,7 +123,8 @@ class MediaSocketCore:
         self.frame_bytes = frame_bytes
         self.use_json = use_json
         self.window = window_frames
-        self.chunk = chunk_frames
+        self._chunk_wanted = chunk_frames
+        self.chunk = min(chunk_frames, MAX_FRAME_PAYLOAD // frame_bytes)
         self.out: list[bytes | str] = []
         self._queue: deque[tuple[str | None, bytes | None]] = deque()   # (item, whole frames | None = end)
         self._queued_frames = 0
@@ -133,6 +138,7 @@ class MediaSocketCore:
         self._played = 0                     # frames known played (up to the anchor, or flushed)
         self._seq = 0
         self.xoff = False
+        self.control = ""                    # the control format Asterisk speaks, from its first event
         self.frames_sent = 0
         self.messages_sent = 0
         self.marks_sent = 0
@@ -151,8 +157,10 @@ class MediaSocketCore:
 
     def set_frame_bytes(self, frame_bytes: int) -> None:
         """Asterisk's MEDIA_START says ``optimal_frame_size``; before any audio was sent, adopt it."""
-        if frame_bytes > 0 and frame_bytes % 2 == 0 and self.frames_sent == 0 and not self._queue:
+        if 0 < frame_bytes <= MAX_FRAME_PAYLOAD and frame_bytes % 2 == 0 and self.frames_sent == 0 \
+                and not self._queue:
             self.frame_bytes = frame_bytes
+            self.chunk = min(self._chunk_wanted, MAX_FRAME_PAYLOAD // frame_bytes)
 
     # --- outbound --------------------------------------------------------------------------------------------
     def push(self, pcm: bytes, item_id: str | None) -> None:
@@ -280,6 +288,7 @@ class MediaSocketCore:
         """Account for one control event (marks, XOFF/XON, MEDIA_START) and return it (name, fields)
         for the caller to act on. Raises BadMessage for text that is not an event."""
         name, fields = parse_event(text)
+        self.control = "json" if text.lstrip().startswith("{") else "plain-text"
         if name == "MEDIA_MARK_PROCESSED":
             self._mark_processed(str(fields.get("correlation_id", "")), now)
         elif name == "MEDIA_XOFF":
@@ -312,7 +321,7 @@ class MediaSocketCore:
         self.pump()                             # the window moved on
 
     def stats(self) -> dict[str, int]:
-        return {"tx_frames": self.frames_sent, "tx_messages": self.messages_sent,
+        return {"control": self.control, "tx_frames": self.frames_sent, "tx_messages": self.messages_sent,
                 "marks_sent": self.marks_sent, "marks_processed": self.marks_processed,
                 "xoffs": self.xoffs, "flushes": self.flushes, "max_unplayed_frames": self.max_unplayed,
                 "queued_frames": self._queued_frames}
