@@ -123,7 +123,12 @@ class WebSocketMedia(asyncio.Protocol):
         self._write()
         await self._handshake
         start = await self._started
-        if start.get("format") not in (None, self.external_format):
+        if self.core.control != "json":
+            # f(json) not understood: chan_websocket before 22.8 / 20.18 / 23.2, which has no MARK_MEDIA
+            # either, and marks are what tells the bot what the caller heard
+            raise RuntimeError("chan_websocket answered in plain text: VOICEAI_TRANSPORT=websocket needs JSON "
+                               "control and MARK_MEDIA (Asterisk 22.8+, 20.18+ or 23.2+)")
+        if start.get("format") != self.external_format:
             raise RuntimeError(f"chan_websocket speaks {start.get('format')}, not {self.external_format}")
 
     def set_remote(self, host: str, port: int) -> None:
