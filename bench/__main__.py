@@ -82,6 +82,16 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
         rows.append(["1", "per-frame cost, both directions: the issue's stages (all stages, * included)",
                      f"{_f(t['both_core_p50_us'])} µs ({_f(t['both_all_p50_us'])} µs)", "<= 50 µs",
                      _ok(t["both_core_p50_us"] <= fr["target_us"])])
+    fw = res.get("frames_ws")
+    if fw and fr:
+        for s in fw["stages"]:
+            rows.append(["1", f"{'in ' if s['direction'] == 'in' else 'out'} websocket: {s['stage']}",
+                         f"{_f(s['p50_us'], 2)} µs (p90 {_f(s['p90_us'], 2)})", "", ""])
+        t = fw["totals"]
+        rows.append(["1", "per-frame cost over chan_websocket slin24, inbound / outbound (with the model side)",
+                     f"{_f(t['in_p50_us'])} / {_f(t['out_p50_us'])} µs", "", ""])
+        rows.append(["1", "per-frame cost over chan_websocket slin24, both directions",
+                     f"{_f(t['both_p50_us'])} µs", "<= 50 µs", _ok(t["both_p50_us"] <= fr["target_us"])])
     cap = res.get("capacity")
     if cap and "steps" in cap:
         for s in cap["steps"]:
@@ -136,7 +146,9 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
                          f"(RSS {_f(mem[k]['rss_kb'] / 1024, 0)} MB{note})", "<= 5 MB",
                          _ok(mem[k]["per_call_mb"] <= 5.0)])
     ra = res.get("ratio")
-    for key, what in (("ratio", "continuous RTP (default)"), ("ratio_dtx", "VOICEAI_DTX=true")):
+    for key, what in (("ratio", "continuous RTP (default)"), ("ratio_dtx", "VOICEAI_DTX=true"),
+                      ("ratio_ws", "VOICEAI_TRANSPORT=websocket, slin24"),
+                      ("ratio_ws16", "VOICEAI_TRANSPORT=websocket, slin16")):
         r = res.get(key)
         if r and "ratio" in r:
             rows.append(["7", f"bot CPU / Asterisk CPU, {r['calls']} calls ({_f(r['window_s'], 0)} s window), {what}",
@@ -223,6 +235,11 @@ def run_sections(args: argparse.Namespace, sections: tuple[str, ...], res: dict[
         log("1 per-frame cost ...")
         from . import frames
         res["frames"] = frames.run(args.quick)
+        from . import frames_ws
+        from .common import cpus, pinned
+        with pinned(cpus()[0]):
+            res["frames_ws"] = frames_ws.run(args.quick)
+        res["frames_ws"]["totals"] = frames_ws.totals(res["frames_ws"]["stages"], res["frames"]["stages"])
     if "latency" in sections or "barge-in" in sections:
         log("3/4 latency and barge-in ...")
         from . import latency
