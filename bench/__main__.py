@@ -107,6 +107,18 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
                      ">= 200", _ok(cap["max_calls_ok"] >= 200)])
         rows.append(["2", f"capacity: most calls keeping real time (no underrun, re-anchor or shed audio; CPU < "
                           f"{capacity_keep_up()}%)", f"{cap.get('max_calls_keeping_up', 0)} calls", "", ""])
+    cw = res.get("capacity_ws")
+    if cw and "steps" in cw:
+        for s in cw["steps"]:
+            rows.append(["2", f"{s['calls']} calls on one core over chan_websocket slin24",
+                         f"CPU {_f(s['cpu_pct'])}%, {_f(s['us_per_call_frame'], 0)} µs/call/20 ms, caller frames "
+                         f"received {_f(100 * s['rx_share'], 1)}%, silent ticks at Asterisk "
+                         f"{_f(100 * s['silent_share'], 2)}%, dropped {s['asterisk_dropped_bytes']} B"
+                         + (" [harness core saturated]" if s.get("harness_cpu_pct", 0) > 90 else ""),
+                         "keeps real time", _ok(s["keeps_up"])])
+        rows.append(["2", "capacity over chan_websocket: most calls keeping real time (CPU < 90 %, >= 99 % of "
+                          "caller frames, < 1 % silent ticks, nothing dropped)",
+                     f"{cw['calls_keeping_real_time']} calls", ">= 200", _ok(cw["calls_keeping_real_time"] >= 200)])
     lat = res.get("latency")
     if lat and "inbound_ms" in lat:
         i, w = lat["inbound_ms"], lat["inbound_wire_ms"]
@@ -250,6 +262,10 @@ def run_sections(args: argparse.Namespace, sections: tuple[str, ...], res: dict[
         mem_levels = (3,) if args.quick else capacity.MEMORY_LEVELS
         if "capacity" in sections:
             res["capacity"] = capacity.run(args.quick, log=log, profile_dir=args.profile, rt=args.rt)
+            log("2 capacity over chan_websocket ...")
+            from . import capacity_ws
+            res["capacity_ws"] = (capacity_ws.run((3,), warm=1.0, measure=1.5, log=log) if args.quick
+                                  else capacity_ws.run(log=log))
         if "memory" in sections:
             cap = res.get("capacity")
             missing = [m for m in mem_levels if cap is None or str(m) not in cap["memory"]]

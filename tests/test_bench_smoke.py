@@ -66,6 +66,12 @@ def test_quick_bench_prints_a_table_and_writes_json(tmp_path):
         assert step["underruns"] >= 0 and step["calls"] >= 1
     assert cap["memory"] and all(_positive(m["rss_kb"]) for m in cap["memory"].values())
 
+    # 2 over chan_websocket: the calls ran both ways (caller frames reached the bot, Asterisk played its audio)
+    cw = res["capacity_ws"]
+    assert cw["steps"], cw
+    for step in cw["steps"]:
+        assert _positive(step["cpu_pct"]) and step["rx_frames"] > 0 and step["asterisk_played"] > 0, step
+
     # 3 + 4: latency samples exist and are plausible in kind (positive, finite)
     lat = res["latency"]
     for k in ("inbound_ms", "inbound_wire_ms", "outbound_first_audio_ms", "barge_in_ms"):
