@@ -21,6 +21,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 from websockets.http11 import Request
@@ -28,9 +29,11 @@ from websockets.server import ServerProtocol
 
 from voiceai_ari.media.websocket_channel import WebSocketMedia
 
+from .common import cpus, pct
 from .frames import Stages, _tone
 
-SINK = ("import socket,sys\ns=socket.socket();s.bind(('127.0.0.1',0));s.listen(1)\n"
+SINK = ("import os,socket,sys\nif sys.argv[1:]: os.sched_setaffinity(0, {int(sys.argv[1])})\n"
+        "s=socket.socket();s.bind(('127.0.0.1',0));s.listen(1)\n"
         "print(s.getsockname()[1],flush=True)\nc,_=s.accept()\nwhile c.recv(1<<16):pass\n")
 
 
@@ -94,11 +97,14 @@ def _open(media: WebSocketMedia, ast: _Asterisk, transport: _Capture) -> None:
 
 def run_stages(st: Stages, quick: bool) -> None:
     async def main() -> None:
-        sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+        peer_cpu = cpus()[1]
+        sink = subprocess.Popen([sys.executable, "-c", SINK] + ([str(peer_cpu)] if peer_cpu is not None else []),
+                                stdout=subprocess.PIPE, text=True)
         try:
             assert sink.stdout is not None
             port = int(sink.stdout.readline())
             sock = socket.create_connection(("127.0.0.1", port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             sock.setblocking(True)
             media = WebSocketMedia(ari_url="http://127.0.0.1:8088", fmt="slin24")
             ast = _Asterisk(media)
@@ -112,25 +118,37 @@ def run_stages(st: Stages, quick: bool) -> None:
                      lambda: media.data_received(next(it)))
             assert got[0] >= 960 * st.n
 
-            # outbound: a 20 ms delta played (mark + masked binary frame + write to a real TCP socket), and
-            # its MEDIA_MARK_PROCESSED coming back (JSON parse, window bookkeeping): Asterisk plays as fast
-            # as we send here, so the window never closes
-            cap.sock = sock
+            # outbound, per 20 ms delta: play (the mark, client framing with its mask) into a capturing
+            # transport, its MEDIA_MARK_PROCESSED coming back (JSON parse, window bookkeeping), and apart from
+            # both the TCP write of the ~1 KB that play produced to a socket another process drains
             pcm = [_tone(24000, offset=i * 480).astype("<i2").tobytes() for i in range(64)]
             first = media.core._seq + 1
+            total = st.n + 300
             answers = [ast.text({"event": "MEDIA_MARK_PROCESSED", "channel_id": "1", "correlation_id": str(s)})
-                       for s in range(first, first + st.n + 400)]
-            k = [0]
-
-            def play() -> None:
-                i = k[0]
-                k[0] += 1
+                       for s in range(first, first + total)]
+            pc = time.perf_counter_ns
+            play_ns, mark_ns = [], []
+            for i in range(total):
+                t0 = pc()
                 media.play(pcm[i % 64], "item_1")
+                t1 = pc()
                 media.data_received(answers[i])
-
-            st.timed("out", "ws_media_tx", "play 20 ms: MARK_MEDIA + binary frame (masked) + TCP write "
-                     "+ its MEDIA_MARK_PROCESSED", play)
-            assert media.core.frames_sent == k[0] and not media.core._queue, "every delta went out at once"
+                t2 = pc()
+                if i >= 300:
+                    play_ns.append(t1 - t0)
+                    mark_ns.append(t2 - t1)
+                if len(cap.chunks) > 1000:
+                    cap.chunks.clear()
+            assert media.core.frames_sent == total and not media.core._queue, "every delta went out at once"
+            for key, label, ns in (("ws_media_tx", "play 20 ms: MARK_MEDIA + binary frame (client mask)", play_ns),
+                                   ("ws_media_mark", "MEDIA_MARK_PROCESSED receive + parse (one per delta)", mark_ns)):
+                us = [max(0.0, (x - st.overhead_ns) / 1000) for x in ns]
+                st.rows.append({"direction": "out", "key": key, "stage": label, "p50_us": pct(us, 50),
+                                "p90_us": pct(us, 90), "n": len(us), "method": "per call", "core": True})
+            written = cap.chunks[-1] if cap.chunks else bytes(1000)
+            wire = b"".join(cap.chunks[-2:]) if len(cap.chunks) >= 2 else written
+            st.timed("out", "ws_media_write", f"TCP write of one delta's {len(wire)} bytes (another process drains)",
+                     lambda: sock.send(wire))
             sock.close()
         finally:
             sink.kill()
@@ -152,7 +170,8 @@ def totals(ws_rows: list[dict[str, Any]], rtp_rows: list[dict[str, Any]]) -> dic
     shared = {r["key"]: r["p50_us"] for r in rtp_rows}
     own = {r["key"]: r["p50_us"] for r in ws_rows}
     inbound = own.get("ws_media_rx", 0.0) + shared.get("append_json", 0.0) + shared.get("ws_send", 0.0)
-    outbound = shared.get("receive_delta", 0.0) + own.get("ws_media_tx", 0.0)
+    outbound = (shared.get("receive_delta", 0.0) + own.get("ws_media_tx", 0.0) + own.get("ws_media_mark", 0.0)
+                + own.get("ws_media_write", 0.0))
     return {"in_p50_us": inbound, "out_p50_us": outbound, "both_p50_us": inbound + outbound}
 
 

@@ -50,7 +50,7 @@ def test_quick_bench_prints_a_table_and_writes_json(tmp_path):
 
     # 1 over chan_websocket: its own stages measured, the total adds the model side shared with RTP
     fw = res["frames_ws"]
-    assert {s["key"] for s in fw["stages"]} == {"ws_media_rx", "ws_media_tx"}
+    assert {s["key"] for s in fw["stages"]} == {"ws_media_rx", "ws_media_tx", "ws_media_mark", "ws_media_write"}
     assert all(_positive(s["p50_us"]) and s["p90_us"] >= s["p50_us"] for s in fw["stages"]), fw
     shared = {s["key"]: s["p50_us"] for s in frames["stages"]}
     assert math.isclose(fw["totals"]["both_p50_us"], sum(s["p50_us"] for s in fw["stages"]) + shared["append_json"]
