@@ -90,6 +90,14 @@ def test_any_text_parses_or_is_refused(text: str) -> None:
     assert name and isinstance(fields, dict)
 
 
+@pytest.mark.parametrize("use_json", [True, False])
+def test_the_marks_the_core_sends_are_what_command_builds(use_json: bool) -> None:
+    core = MediaSocketCore(FB, use_json=use_json)
+    core.push(audio(RATE), "a")
+    marks = [m for m in core.out if isinstance(m, str)]
+    assert marks == [command("MARK_MEDIA", use_json, str(i)) for i in range(1, len(marks) + 1)]
+
+
 def test_commands_in_both_formats_and_the_128_byte_limit() -> None:
     assert json.loads(command("MARK_MEDIA", True, "42")) == {"command": "MARK_MEDIA", "correlation_id": "42"}
     assert command("MARK_MEDIA", False, "42") == "MARK_MEDIA 42"
