@@ -148,3 +148,41 @@ async def test_a_websocket_frame_over_64k_closes_the_socket_with_1009(probe):
         for _ in range(50):
             await asyncio.wait_for(probe.ws.recv(), 2.0)
     assert exc.value.rcvd is not None and exc.value.rcvd.code == 1009
+
+
+# ------------------------------------------------------------------------------------------ through the bot
+@pytest.mark.parametrize("fmt", ["slin24", "slin16"])
+async def test_a_reply_over_chan_websocket_is_whole_wideband_and_at_level(make_bot, fake_model, tmp_path, fmt):
+    """The caller's speech reaches the model at 24 kHz, and a 2 s 6 kHz reply (above narrowband) reaches a
+    G.722 caller whole: every 20 ms window, no gap, at the model's level. No partial frame was dropped, no
+    byte order swapped, nothing resampled to narrowband on the way."""
+    from . import analysis as A
+    from .caller import Phone, place_call
+    from .conftest import E2E_KEY, ended_media_stats
+    from .test_call import no_leftovers, reply_coverage
+
+    fake = await fake_model(mode="tone", tone_hz=6000, tone_seconds=2.0, speed=4, seed=5)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_TRANSPORT="websocket",
+                         VOICEAI_CALLER_FORMAT=fmt)
+    phone = Phone("g722")
+    phone.play(A.tone(1000, 1.0, amplitude=5000))
+    res = await place_call("100", phone=phone, call_seconds=5.0, workdir=tmp_path)
+    assert res.ok and not res.got_bye, res.summary()
+    fs = fake.sessions[0]
+    speech = A.tone_segments(bytes(fs.audio), 24000, 1000, tol_hz=10, min_dbfs=-30)
+    assert speech.start_s is not None and abs(speech.tone_seconds - 1.0) < 0.06, speech
+    pcm, cov = reply_coverage(res, 6000)
+    level = A.tone_level_dbfs(pcm, 16000, 6000, start=cov.start_s + 0.1, end=cov.end_s - 0.1)
+    times = res.rx_times()
+    print(f"\n[e2e] websocket {fmt}: reply at the caller {cov}; level {level:.1f} dBFS; "
+          f"packet gaps max {A.longest_gap_ms(times):.1f} ms; {len(times)} packets in "
+          f"{res.t_end - res.t_answered:.1f} s of call")
+    # while the bot is silent chan_websocket has nothing queued and Asterisk sends the caller no RTP (like
+    # VOICEAI_DTX): the caller's packets are the reply's, give or take the edges
+    assert 95 <= len(times) <= 115, len(times)
+    assert 0.95 * 2.0 <= cov.tone_seconds <= 2.0 + 0.06 and cov.coverage >= 0.95 and cov.longest_gap_ms <= 20, cov
+    assert abs(level - (-12.0)) < 2.0
+    await bot.wait_for_log("x call ended")
+    [stats] = ended_media_stats(bot)
+    assert stats["format"] == fmt and stats["tx_frames"] >= 100 and stats["marks_processed"] == stats["marks_sent"]
+    assert (await no_leftovers(bot)) == ([], [], [])
