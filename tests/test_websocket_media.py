@@ -123,6 +123,7 @@ async def test_unreadable_text_is_counted_and_the_call_goes_on(server):
     await asyncio.sleep(0.1)
     st = media.stats()
     assert st["bad_messages"] == 1 and st["dtmf_events"] == 1 and st["rx_frames"] == 1 and len(got) >= 960
+    assert st["codec"] == "slin24" and st["rx_packets"] == 1 and st["tx_packets"] == 0   # what /metrics sums
     await media.close()
 
 

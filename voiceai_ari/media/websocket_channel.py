@@ -281,7 +281,9 @@ class WebSocketMedia(asyncio.Protocol):
 
     # --- end ---------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        return {"transport": "websocket", "format": self.external_format, "rx_frames": self.rx_frames,
+        # rx_packets/tx_packets: the frames each way, under the names the metrics and control API sum for RTP
+        return {"transport": "websocket", "format": self.external_format, "codec": self.external_format,
+                "rx_packets": self.rx_frames, "tx_packets": self.core.frames_sent, "rx_frames": self.rx_frames,
                 "audio_in_ms": self.rx_bytes * 500 // self.rate,
                 "audio_out_ms": self.core.frames_sent * 20, **self.core.stats(),
                 "uplink_fill_ms": self.uplink_fill_ms, "dtmf_events": self.dtmf_events,
