@@ -202,12 +202,13 @@ class WebSocketMedia(asyncio.Protocol):
                     else:
                         proto.send_binary(msg)
             out.clear()
-        if transport is None or transport.is_closing():
-            proto.data_to_send()
+        chunks = proto.data_to_send()
+        if transport is None or transport.is_closing() or not chunks:
             return
-        for data in proto.data_to_send():
-            if data:
-                transport.write(data)
+        # one write (one send system call) for a delta's mark and frames together
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if data:
+            transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.peer_closed = True
