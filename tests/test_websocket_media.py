@@ -130,3 +130,22 @@ async def test_unreadable_text_is_counted_and_the_call_goes_on(server):
 def test_g711_is_not_a_websocket_format():
     with pytest.raises(ValueError):
         WebSocketMedia.__new__(WebSocketMedia).__init__(ari_url="http://x", fmt="ulaw")
+
+
+async def test_a_refused_media_socket_is_a_connection_error_with_its_status():
+    """The call's set-up treats it like any network failure (an OSError), with the HTTP status kept."""
+    from voiceai_ari.media.websocket_channel import MediaSocketRefused
+
+    async def refuse(connection, request):   # what Asterisk answers for an unknown connection id
+        return connection.respond(404, "WebSocket instance not found\n")
+
+    s = await serve(FakeMediaServer().handler, "127.0.0.1", 0, process_request=refuse)
+    media = WebSocketMedia(ari_url=f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}", fmt="slin16")
+    try:
+        with pytest.raises(OSError) as exc:
+            await media.connect({"MEDIA_WEBSOCKET_CONNECTION_ID": "gone"})
+        assert isinstance(exc.value, MediaSocketRefused) and exc.value.status == 404
+    finally:
+        await media.close()
+        s.close()
+        await s.wait_closed()

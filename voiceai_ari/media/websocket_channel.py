@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
@@ -40,6 +41,14 @@ DRAIN_MARGIN = 0.060          # s after the last mark came back, for the bridge 
 UPLINK_FILL_AFTER = 0.060     # s without caller audio before silence is fed to the model
 FILL_PERIOD = 0.100           # s: one process-wide check for caller gaps, not a per-call 20 ms clock
 MAX_MESSAGE = 1 << 20         # bytes: Asterisk sends 20 ms frames; anything near this is not media
+
+
+class MediaSocketRefused(ConnectionError):
+    """Asterisk's HTTP server refused the /media upgrade (no such connection id, no chan_websocket, ...)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _FillClock:
@@ -121,7 +130,11 @@ class WebSocketMedia(asyncio.Protocol):
         await self._loop.create_connection(lambda: self, uri.host, uri.port, ssl=ctx)
         self._proto.send_request(self._proto.connect())
         self._write()
-        await self._handshake
+        try:
+            await self._handshake
+        except InvalidHandshake as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", 0)
+            raise MediaSocketRefused(status, f"{self._url}: {exc}") from None
         start = await self._started
         if self.core.control != "json":
             # f(json) not understood: chan_websocket before 22.8 / 20.18 / 23.2, which has no MARK_MEDIA

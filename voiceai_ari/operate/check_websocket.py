@@ -9,11 +9,11 @@ import asyncio
 import uuid
 
 import aiohttp
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import WebSocketException
 
 from ..ari import AriClient, AriError, AriUnavailable
 from ..config import Settings
-from ..media.websocket_channel import WebSocketMedia
+from ..media.websocket_channel import MediaSocketRefused, WebSocketMedia
 from .check import Step
 
 NAME = "media over chan_websocket"
@@ -40,8 +40,8 @@ async def media_websocket(settings: Settings) -> Step:
             created = True
             try:
                 await asyncio.wait_for(media.connect(dict(em.channelvars or {})), 3.0)
-            except InvalidStatus as exc:
-                return Step(NAME, False, f"{media.external_host}: HTTP {exc.response.status_code}",
+            except MediaSocketRefused as exc:
+                return Step(NAME, False, f"{media.external_host}: HTTP {exc.status}",
                             "Asterisk's HTTP server must serve /media (chan_websocket loaded, http.conf "
                             "enabled=yes) at the VOICEAI_ARI_URL host and port")
             except RuntimeError as exc:
