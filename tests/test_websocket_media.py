@@ -149,3 +149,22 @@ async def test_a_refused_media_socket_is_a_connection_error_with_its_status():
         await media.close()
         s.close()
         await s.wait_closed()
+
+
+async def test_a_farewell_waits_for_play_time_when_marks_do_not_come_back(server):
+    """The stand-in never answers MARK_MEDIA: drained() waits as long as Asterisk needs to play what was sent
+    (our own send times) plus the grace, then goes on: not forever, and not before the audio could play."""
+    from voiceai_ari.media.websocket_channel import DRAIN_MARGIN, MARK_GRACE
+
+    srv = await server(fmt="slin24")
+    media = WebSocketMedia(ari_url=srv.url, fmt="slin24")
+    await media.connect({"MEDIA_WEBSOCKET_CONNECTION_ID": "c"})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    media.play(tone(24000, 0.5), "item_1")
+    media.end_item()
+    await asyncio.wait_for(media.drained(), 5.0)
+    waited = loop.time() - t0
+    assert 0.5 + MARK_GRACE <= waited < 0.5 + MARK_GRACE + DRAIN_MARGIN + 0.3, waited
+    assert media.stats()["mark_timeouts"] == 1
+    await media.close()

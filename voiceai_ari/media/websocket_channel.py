@@ -38,6 +38,7 @@ log = logging.getLogger("voiceai.media")
 FORMATS = {"slin24": 24000, "slin16": 16000}
 CONTROL_JSON = True           # transport_data=f(json); the parser reads plain text as well
 DRAIN_MARGIN = 0.060          # s after the last mark came back, for the bridge to pass the last frame on
+MARK_GRACE = 1.0              # s past the computed end of play before a farewell stops waiting for marks
 UPLINK_FILL_AFTER = 0.060     # s without caller audio before silence is fed to the model
 FILL_PERIOD = 0.100           # s: one process-wide check for caller gaps, not a per-call 20 ms clock
 MAX_MESSAGE = 1 << 20         # bytes: Asterisk sends 20 ms frames; anything near this is not media
@@ -104,6 +105,9 @@ class WebSocketMedia(asyncio.Protocol):
         self.bad_messages = 0     # text we could not read, unexpected frames: counted, not fatal
         self.closed = False
         self.peer_closed = False
+        self._sent_seen = 0           # frames sent, as of the last _write
+        self._play_end = 0.0          # loop time by which Asterisk will have played all of them
+        self.mark_timeouts = 0
 
     # --- set-up ------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -215,6 +219,10 @@ class WebSocketMedia(asyncio.Protocol):
                     else:
                         proto.send_binary(msg)
             out.clear()
+        sent = self.core.frames_sent
+        if sent != self._sent_seen:   # when Asterisk will have played it all, from our own send times
+            self._play_end = max(self._play_end, self._loop.time()) + (sent - self._sent_seen) * 0.020
+            self._sent_seen = sent
         chunks = proto.data_to_send()
         if transport is None or transport.is_closing() or not chunks:
             return
@@ -276,6 +284,7 @@ class WebSocketMedia(asyncio.Protocol):
             self._down.reset()
             self._odd = b""
         item, heard = self.core.interrupt(self._loop.time())
+        self._play_end = self._loop.time()    # flushed: nothing left to play
         self._write()
         return item, heard
 
@@ -288,8 +297,15 @@ class WebSocketMedia(asyncio.Protocol):
         return 0.020
 
     async def drained(self) -> None:
-        """Return once the caller has heard the last audio: every mark sent has come back."""
+        """Return once the caller has heard the last audio: every mark sent has come back. Should marks stop
+        coming back, the time Asterisk needs to play what was sent (from our own send times) plus
+        MARK_GRACE bounds the wait, so a farewell is never cut short and a hang-up never waits 30 s."""
         while not self.core.all_heard and not self.closed and not self.peer_closed:
+            if self._loop.time() > self._play_end + MARK_GRACE:
+                self.mark_timeouts += 1
+                log.warning("! chan_websocket: marks not answered %.1f s after the audio should have played; "
+                            "going on", MARK_GRACE)
+                break
             await asyncio.sleep(0.020)
         await asyncio.sleep(DRAIN_MARGIN)
 
@@ -301,7 +317,7 @@ class WebSocketMedia(asyncio.Protocol):
                 "audio_in_ms": self.rx_bytes * 500 // self.rate,
                 "audio_out_ms": self.core.frames_sent * 20, **self.core.stats(),
                 "uplink_fill_ms": self.uplink_fill_ms, "dtmf_events": self.dtmf_events,
-                "errors": self.errors, "bad_messages": self.bad_messages}
+                "errors": self.errors, "bad_messages": self.bad_messages, "mark_timeouts": self.mark_timeouts}
 
     async def close(self) -> None:
         """Close the socket (Asterisk then hangs up its channel); idempotent."""
