@@ -82,6 +82,16 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
         rows.append(["1", "per-frame cost, both directions: the issue's stages (all stages, * included)",
                      f"{_f(t['both_core_p50_us'])} µs ({_f(t['both_all_p50_us'])} µs)", "<= 50 µs",
                      _ok(t["both_core_p50_us"] <= fr["target_us"])])
+    fw = res.get("frames_ws")
+    if fw and fr:
+        for s in fw["stages"]:
+            rows.append(["1", f"{'in ' if s['direction'] == 'in' else 'out'} websocket: {s['stage']}",
+                         f"{_f(s['p50_us'], 2)} µs (p90 {_f(s['p90_us'], 2)})", "", ""])
+        t = fw["totals"]
+        rows.append(["1", "per-frame cost over chan_websocket slin24, inbound / outbound (with the model side)",
+                     f"{_f(t['in_p50_us'])} / {_f(t['out_p50_us'])} µs", "", ""])
+        rows.append(["1", "per-frame cost over chan_websocket slin24, both directions",
+                     f"{_f(t['both_p50_us'])} µs", "<= 50 µs", _ok(t["both_p50_us"] <= fr["target_us"])])
     cap = res.get("capacity")
     if cap and "steps" in cap:
         for s in cap["steps"]:
@@ -97,6 +107,18 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
                      ">= 200", _ok(cap["max_calls_ok"] >= 200)])
         rows.append(["2", f"capacity: most calls keeping real time (no underrun, re-anchor or shed audio; CPU < "
                           f"{capacity_keep_up()}%)", f"{cap.get('max_calls_keeping_up', 0)} calls", "", ""])
+    cw = res.get("capacity_ws")
+    if cw and "steps" in cw:
+        for s in cw["steps"]:
+            rows.append(["2", f"{s['calls']} calls on one core over chan_websocket slin24",
+                         f"CPU {_f(s['cpu_pct'])}%, {_f(s['us_per_call_frame'], 0)} µs/call/20 ms, caller frames "
+                         f"received {_f(100 * s['rx_share'], 1)}%, silent ticks at Asterisk "
+                         f"{_f(100 * s['silent_share'], 2)}%, dropped {s['asterisk_dropped_bytes']} B"
+                         + (" [harness core saturated]" if s.get("harness_cpu_pct", 0) > 90 else ""),
+                         "keeps real time", _ok(s["keeps_up"])])
+        rows.append(["2", "capacity over chan_websocket: most calls keeping real time (CPU < 90 %, >= 99 % of "
+                          "caller frames, < 1 % silent ticks, nothing dropped)",
+                     f"{cw['calls_keeping_real_time']} calls", ">= 200", _ok(cw["calls_keeping_real_time"] >= 200)])
     lat = res.get("latency")
     if lat and "inbound_ms" in lat:
         i, w = lat["inbound_ms"], lat["inbound_wire_ms"]
@@ -136,7 +158,9 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
                          f"(RSS {_f(mem[k]['rss_kb'] / 1024, 0)} MB{note})", "<= 5 MB",
                          _ok(mem[k]["per_call_mb"] <= 5.0)])
     ra = res.get("ratio")
-    for key, what in (("ratio", "continuous RTP (default)"), ("ratio_dtx", "VOICEAI_DTX=true")):
+    for key, what in (("ratio", "continuous RTP (default)"), ("ratio_dtx", "VOICEAI_DTX=true"),
+                      ("ratio_ws", "VOICEAI_TRANSPORT=websocket, slin24"),
+                      ("ratio_ws16", "VOICEAI_TRANSPORT=websocket, slin16")):
         r = res.get(key)
         if r and "ratio" in r:
             rows.append(["7", f"bot CPU / Asterisk CPU, {r['calls']} calls ({_f(r['window_s'], 0)} s window), {what}",
@@ -223,6 +247,11 @@ def run_sections(args: argparse.Namespace, sections: tuple[str, ...], res: dict[
         log("1 per-frame cost ...")
         from . import frames
         res["frames"] = frames.run(args.quick)
+        from . import frames_ws
+        from .common import cpus, pinned
+        with pinned(cpus()[0]):
+            res["frames_ws"] = frames_ws.run(args.quick)
+        res["frames_ws"]["totals"] = frames_ws.totals(res["frames_ws"]["stages"], res["frames"]["stages"])
     if "latency" in sections or "barge-in" in sections:
         log("3/4 latency and barge-in ...")
         from . import latency
@@ -233,6 +262,10 @@ def run_sections(args: argparse.Namespace, sections: tuple[str, ...], res: dict[
         mem_levels = (3,) if args.quick else capacity.MEMORY_LEVELS
         if "capacity" in sections:
             res["capacity"] = capacity.run(args.quick, log=log, profile_dir=args.profile, rt=args.rt)
+            log("2 capacity over chan_websocket ...")
+            from . import capacity_ws
+            res["capacity_ws"] = (capacity_ws.run((3,), warm=1.0, measure=1.5, log=log) if args.quick
+                                  else capacity_ws.run(log=log))
         if "memory" in sections:
             cap = res.get("capacity")
             missing = [m for m in mem_levels if cap is None or str(m) not in cap["memory"]]

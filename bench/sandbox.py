@@ -332,7 +332,7 @@ async def _ratio(n_calls: int, call_s: float, window: tuple[float, float], ast_p
         if spy is not None:
             spy.wait(30)
         wall = w1 - w0
-        up = [c for c in (chans0 or []) if c.get("name", "").startswith("UnicastRTP/")]
+        up = [c for c in (chans0 or []) if c.get("name", "").startswith(("UnicastRTP/", "WebSocket/"))]
         bot_cpu, ast_cpu = (bu1 + bs1) - (bu0 + bs0), (au1 + as1) - (au0 + as0)
         heard = sum(1 for r in results if _loud_seconds(r.audio_16k()) >= 0.5)
         return {"calls": n_calls, "window_s": wall, "bot_cpu_s": bot_cpu, "asterisk_cpu_s": ast_cpu,
@@ -381,6 +381,12 @@ def run(sections: set[str], quick: bool = False, lock_timeout: float = 600.0, lo
                     ast_pid = ensure_sandbox(log)
                     out["ratio_dtx"] = asyncio.run(_ratio(20, 14.0 if quick else 22.0, (4.0, 12.0 if quick else 20.0),
                                                           ast_pid, workdir, log, None, VOICEAI_DTX="true"))
+                    for key, fmt in (("ratio_ws", "slin24"), ("ratio_ws16", "slin16")):
+                        log(f"  the same over chan_websocket ({fmt}) ...")
+                        ast_pid = ensure_sandbox(log)
+                        out[key] = asyncio.run(_ratio(20, 14.0 if quick else 22.0, (4.0, 12.0 if quick else 20.0),
+                                                      ast_pid, workdir, log, None, VOICEAI_TRANSPORT="websocket",
+                                                      VOICEAI_CALLER_FORMAT=fmt))
         except Skip as exc:
             for s in sections:
                 out.setdefault(s, {"skipped": str(exc)})

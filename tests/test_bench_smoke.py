@@ -48,6 +48,14 @@ def test_quick_bench_prints_a_table_and_writes_json(tmp_path):
     assert _positive(t["both_all_p50_us"]) and t["both_all_p50_us"] >= t["both_core_p50_us"] > 0
     assert math.isclose(t["both_all_p50_us"], sum(s["p50_us"] for s in frames["stages"]), rel_tol=1e-9)
 
+    # 1 over chan_websocket: its own stages measured, the total adds the model side shared with RTP
+    fw = res["frames_ws"]
+    assert {s["key"] for s in fw["stages"]} == {"ws_media_rx", "ws_media_tx", "ws_media_mark", "ws_media_write"}
+    assert all(_positive(s["p50_us"]) and s["p90_us"] >= s["p50_us"] for s in fw["stages"]), fw
+    shared = {s["key"]: s["p50_us"] for s in frames["stages"]}
+    assert math.isclose(fw["totals"]["both_p50_us"], sum(s["p50_us"] for s in fw["stages"]) + shared["append_json"]
+                        + shared["ws_send"] + shared["receive_delta"], rel_tol=1e-9)
+
     # 2 + 6: a tiny capacity run really carried calls both ways
     cap = res["capacity"]
     assert cap["steps"], cap
@@ -57,6 +65,12 @@ def test_quick_bench_prints_a_table_and_writes_json(tmp_path):
         assert step["tx_packets"] > 0 and step["rx_accepted"] > 0 and step["intervals"] > 0, step
         assert step["underruns"] >= 0 and step["calls"] >= 1
     assert cap["memory"] and all(_positive(m["rss_kb"]) for m in cap["memory"].values())
+
+    # 2 over chan_websocket: the calls ran both ways (caller frames reached the bot, Asterisk played its audio)
+    cw = res["capacity_ws"]
+    assert cw["steps"], cw
+    for step in cw["steps"]:
+        assert _positive(step["cpu_pct"]) and step["rx_frames"] > 0 and step["asterisk_played"] > 0, step
 
     # 3 + 4: latency samples exist and are plausible in kind (positive, finite)
     lat = res["latency"]

@@ -43,7 +43,7 @@ def test_env_and_dotenv(monkeypatch, tmp_path):
     ("VOICEAI_RETURN_CODEC", "opus"), ("VOICEAI_ARI_APP", "bad app name"),
     ("VOICEAI_REASONING_EFFORT", "extreme"), ("VOICEAI_TRUNCATION", "1.5"), ("VOICEAI_TRUNCATION", "sometimes"),
     ("VOICEAI_TRUNCATION", "0"), ("VOICEAI_NOISE_REDUCTION", "studio"), ("VOICEAI_IDLE_TIMEOUT_MS", "-1"),
-    ("VOICEAI_IDLE_PROMPTS", "-1"),
+    ("VOICEAI_IDLE_PROMPTS", "-1"), ("VOICEAI_TRANSPORT", "sctp"), ("VOICEAI_CALLER_FORMAT", "opus"),
     ("VOICEAI_RTP_BIND", "::1"), ("VOICEAI_RTP_BIND", "::"), ("VOICEAI_RTP_HOST", "fd00::20"),
 ])
 def test_bad_value_names_the_variable(monkeypatch, var, value):
@@ -156,3 +156,20 @@ def test_check_requires_the_modules_the_transfer_targets_need():
     assert required_modules(s)[-1:] == ["func_dialplan.so"]
     s = load_settings(transfer_targets={"bob": "PJSIP/bob"}, fallback="transfer", fallback_target="ops,100,1")
     assert set(required_modules(s)) - set(REQUIRED_MODULES) == {"func_dialplan.so", "res_pjsip_refer.so"}
+
+
+@pytest.mark.parametrize("fmt", ["ulaw", "alaw"])
+def test_websocket_transport_with_a_g711_format_is_refused_at_start(tmp_path, fmt):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEAI_")}
+    env.update(VOICEAI_TRANSPORT="websocket", VOICEAI_CALLER_FORMAT=fmt)
+    p = subprocess.run([sys.executable, "-m", "voiceai_ari", "run"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    [line] = p.stderr.strip().splitlines()
+    assert "VOICEAI_CALLER_FORMAT" in line and "websocket" in line and "slin24" in line
+
+
+def test_websocket_transport_needs_its_own_modules():
+    from voiceai_ari.operate.check import WEBSOCKET_MODULES, required_modules
+    mods = required_modules(load_settings(transport="websocket"))
+    assert mods == list(WEBSOCKET_MODULES) and "chan_websocket.so" in mods and "chan_rtp.so" not in mods

@@ -165,12 +165,13 @@ class AriClient:
         except AriNotFound:
             return False
 
-    async def external_media(self, *, external_host: str, fmt: str, channel_id: str,
-                             data: str | None = None) -> Channel:
+    async def external_media(self, *, fmt: str, channel_id: str, external_host: str | None = None,
+                             data: str | None = None, transport: str = "udp", encapsulation: str = "rtp",
+                             connection_type: str = "client", transport_data: str | None = None) -> Channel:
         raw = await self.request("POST", "/channels/externalMedia", params={
-            "app": self.app, "external_host": external_host, "format": fmt, "encapsulation": "rtp",
-            "transport": "udp", "connection_type": "client", "direction": "both",
-            "channelId": channel_id, "data": data})
+            "app": self.app, "external_host": external_host, "format": fmt, "encapsulation": encapsulation,
+            "transport": transport, "connection_type": connection_type, "direction": "both",
+            "transport_data": transport_data, "channelId": channel_id, "data": data})
         return Channel.model_validate(raw)
 
     async def create_bridge(self, bridge_type: str = "mixing", name: str | None = None,

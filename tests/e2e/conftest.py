@@ -189,6 +189,14 @@ def provider(request, fake_model, fake_gemini, fake_live) -> Provider:
         OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url))
 
 
+@pytest.fixture(params=["rtp", "websocket"])
+def transport(request) -> dict[str, str]:
+    """Each test that takes it runs once per media transport: the bot's settings for it (`**transport`)."""
+    if request.param == "websocket":
+        return {"VOICEAI_TRANSPORT": "websocket", "VOICEAI_CALLER_FORMAT": "slin24"}
+    return {}
+
+
 # ------------------------------------------------------------------------------------------------ bot logs
 def log_messages(bot) -> str:
     """The bot's log as one message per line: the "msg" of each JSON line (text lines as they are)."""

@@ -31,7 +31,7 @@ async def no_leftovers(bot, timeout: float = 3.0) -> tuple[list, list, list[int]
     end = loop.time() + timeout
     while True:
         _, chans = await ari("GET", "/channels")
-        chans = [c for c in chans if (c["name"].startswith("UnicastRTP/") and not c["id"].startswith("voiceai-check-"))
+        chans = [c for c in chans if (c["name"].startswith(("UnicastRTP/", "WebSocket/")) and not c["id"].startswith("voiceai-check-"))
                  or (c.get("dialplan", {}).get("app_name") == "Stasis" and c["dialplan"].get("app_data") == "voiceai")]
         _, bridges = await ari("GET", "/bridges")
         busy = []
@@ -150,9 +150,9 @@ async def test_offline_demo_model_echoes_the_caller(make_bot, tmp_path):
     assert (await no_leftovers(bot)) == ([], [], [])
 
 
-async def test_model_drop_mid_call_resumes_and_the_next_reply_plays(make_bot, provider, tmp_path):
+async def test_model_drop_mid_call_resumes_and_the_next_reply_plays(make_bot, provider, transport, tmp_path):
     fake = await provider.make_fake(mode="tone", tone_hz=440, tone_seconds=0.8, speed=4)
-    bot = await make_bot(**provider.bot_settings(fake))
+    bot = await make_bot(**transport, **provider.bot_settings(fake))
     phone = Phone("g722")
     # two questions: the model's socket is dropped between them
     phone.play(A.tone(1000, 0.5, amplitude=AMP) + A.silence(2.5) + A.tone(1000, 0.5, amplitude=AMP))

@@ -78,3 +78,19 @@ def test_check_lists_the_agents_and_the_modules_their_transfers_need(locked, tmp
     assert p.returncode == 1
     assert f"✗ agents                                 invalid VOICEAI_AGENTS_FILE: {agents}: agent 'support': " \
         "vad_threshold: Input should be less than or equal to 1" in p.stdout and "fix: correct the agents file" in p.stdout
+
+
+def test_check_with_the_websocket_transport_dials_chan_websocket(locked):
+    """transport=websocket: the modules it needs, and a real /media socket that carries a tone."""
+    p = check(VOICEAI_TRANSPORT="websocket", VOICEAI_CALLER_FORMAT="slin16")
+    print("\n" + p.stdout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    [mods] = [line for line in p.stdout.splitlines() if "Asterisk modules" in line]
+    assert "chan_websocket.so" in mods and "res_http_websocket.so" in mods and "chan_rtp.so" not in mods
+    [media] = [line for line in p.stdout.splitlines() if "chan_websocket" in line and "media" in line]
+    assert media.startswith("✓") and "ws://127.0.0.1:8088/media/" in media and "JSON control, slin16" in media
+
+
+def test_check_with_the_websocket_transport_names_a_wrong_ari_host(locked):
+    p = check(VOICEAI_TRANSPORT="websocket", VOICEAI_ARI_URL="http://127.0.0.1:9")
+    assert p.returncode == 1 and "✗ ARI reachable" in p.stdout

@@ -12,7 +12,7 @@ import pytest
 
 from . import analysis as A
 from .caller import CallResult, Phone, place_call
-from .conftest import E2E_KEY
+from .conftest import E2E_KEY, ended_media_stats
 from .test_call import no_leftovers
 
 pytestmark = pytest.mark.e2e
@@ -36,9 +36,9 @@ def transcript_lines(tmp_path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, tmp_path):
+async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, transport, tmp_path):
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=6.0, speed=4, seed=3)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    bot = await make_bot(**transport, OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
     phone = Phone("g722")
     # a question, then the caller talks over the long reply 2.5 s into the call
     phone.play(A.tone(1000, 0.6, amplitude=AMP) + A.silence(1.9) + A.tone(1000, 1.0, amplitude=AMP))
@@ -54,7 +54,9 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     stop_ms = (before[-1] - barge) * 1000
     heard_ms = len(before) * 20
     [trunc] = fs.events_of("conversation.item.truncate")
-    print(f"\n[e2e] barge-in: bot audio stopped {stop_ms:.0f} ms after the model's VAD saw speech; "
+    spoke = res.tx_times[int(2.5 / 0.02)]       # the phone's first packet of the talk-over
+    print(f"\n[e2e] barge-in ({'websocket' if transport else 'rtp'}): bot audio stopped {stop_ms:.0f} ms after "
+          f"the model's VAD saw speech, {(before[-1] - spoke) * 1000:.0f} ms after the caller began to speak; "
           f"caller heard {heard_ms} ms, truncate audio_end_ms={trunc['audio_end_ms']}")
     assert stop_ms <= 100
     assert not [t for t in tone_times if barge + 0.1 < t < barge + 1.0], "bot audio resumed"
@@ -63,15 +65,19 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     # the transcript (and so the dashboard) records the barge-in with what the caller heard of the reply
     [cut] = [e for e in transcript_lines(tmp_path) if e["event"] == "barge_in"]
     assert cut["item_id"] == trunc["item_id"] and cut["played_ms"] == trunc["audio_end_ms"]
+    if transport:   # chan_websocket: the cut is Asterisk's FLUSH_MEDIA, what was heard comes from its marks
+        await bot.wait_for_log("x call ended")
+        [stats] = ended_media_stats(bot)
+        assert stats["control"] == "json" and stats["flushes"] >= 1 and stats["marks_processed"] >= 1, stats
     assert not fs.events_of("response.cancel"), "the server cancelled by itself: no response.cancel"
     assert fs.responses[0]["status"] == "cancelled"
     assert not [e for e in fs.received if e["type"] == "error"]
     assert (await no_leftovers(bot)) == ([], [], [])
 
 
-async def test_model_greeting_is_heard_first(make_bot, fake_model, tmp_path):
+async def test_model_greeting_is_heard_first(make_bot, fake_model, transport, tmp_path):
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=1.0, speed=4)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="model",
+    bot = await make_bot(**transport, OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="model",
                          VOICEAI_GREETING_INSTRUCTIONS="Say hello.")
     phone = Phone("g722")                      # the caller says nothing
     res = await place_call("100", phone=phone, call_seconds=2.0, workdir=tmp_path)
@@ -91,9 +97,9 @@ def fs_events(fake, type_):
     return fake.sessions[0].events_of(type_)
 
 
-async def test_sound_greeting_plays_before_the_model(make_bot, fake_model, tmp_path):
+async def test_sound_greeting_plays_before_the_model(make_bot, fake_model, transport, tmp_path):
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=0.6, speed=4)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="sound",
+    bot = await make_bot(**transport, OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="sound",
                          VOICEAI_GREETING_SOUND="sound:hello-world")
     phone = Phone("g722")
     phone.play(A.silence(2.0) + A.tone(1000, 0.5, amplitude=AMP))   # answers after the greeting
@@ -116,9 +122,9 @@ def farewell(tool: str, arguments: dict, seconds: float = 1.5) -> list[dict]:
              "function_call": {"name": tool, "arguments": arguments}}]
 
 
-async def test_hangup_tool_plays_the_farewell_then_hangs_up(make_bot, provider, tmp_path):
+async def test_hangup_tool_plays_the_farewell_then_hangs_up(make_bot, provider, transport, tmp_path):
     fake = await provider.make_fake(mode="tone", speed=4, script=farewell("hangup_call", {}))
-    bot = await make_bot(**provider.bot_settings(fake))
+    bot = await make_bot(**transport, **provider.bot_settings(fake))
     phone = Phone("g722")
     phone.play(A.tone(1000, 0.5, amplitude=AMP))
     res = await place_call("100", phone=phone, call_seconds=8.0, workdir=tmp_path)
@@ -143,11 +149,11 @@ async def test_hangup_tool_plays_the_farewell_then_hangs_up(make_bot, provider, 
     assert log[-1]["reason"] == "hung up by the bot"
 
 
-async def test_send_dtmf_tool_reaches_the_caller_as_rfc4733(make_bot, provider, tmp_path):
+async def test_send_dtmf_tool_reaches_the_caller_as_rfc4733(make_bot, provider, transport, tmp_path):
     script = [{"audio": "none", "function_call": {"name": "send_dtmf", "arguments": {"digits": "12#9"}}},
               {"audio": "tone", "tone_hz": 440, "tone_seconds": 0.4}]
     fake = await provider.make_fake(mode="tone", speed=4, script=script)
-    bot = await make_bot(**provider.bot_settings(fake))
+    bot = await make_bot(**transport, **provider.bot_settings(fake))
     phone = Phone("g722")
     phone.play(A.tone(1000, 0.5, amplitude=AMP))
     res = await place_call("100", phone=phone, call_seconds=3.5, workdir=tmp_path)
@@ -175,9 +181,9 @@ async def test_hostile_dtmf_arguments_are_refused_to_the_model(make_bot, fake_mo
     assert (await no_leftovers(bot)) == ([], [], [])
 
 
-async def test_transfer_tool_hands_the_caller_to_the_dialplan(make_bot, provider, tmp_path):
+async def test_transfer_tool_hands_the_caller_to_the_dialplan(make_bot, provider, transport, tmp_path):
     fake = await provider.make_fake(mode="tone", speed=4, script=farewell("transfer_call", {"target": "sales"}, 1.0))
-    bot = await make_bot(**provider.bot_settings(fake), VOICEAI_TRANSFER_TARGETS='{"sales": "from-caller,200,1"}')
+    bot = await make_bot(**transport, **provider.bot_settings(fake), VOICEAI_TRANSFER_TARGETS='{"sales": "from-caller,200,1"}')
     phone = Phone("g722")
     phone.play(A.tone(1000, 0.5, amplitude=AMP))
     res = await place_call("100", phone=phone, call_seconds=5.0, workdir=tmp_path)
@@ -195,9 +201,9 @@ async def test_transfer_tool_hands_the_caller_to_the_dialplan(make_bot, provider
     assert (await no_leftovers(bot)) == ([], [], [])   # our externalMedia, bridge and port are gone
 
 
-async def test_caller_keys_reach_the_model(make_bot, fake_model, tmp_path):
+async def test_caller_keys_reach_the_model(make_bot, fake_model, transport, tmp_path):
     fake = await fake_model(mode="tone", tone_seconds=0.3, speed=4)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    bot = await make_bot(**transport, OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
     phone = Phone("g722")
 
     async def press():
@@ -217,4 +223,8 @@ async def test_caller_keys_reach_the_model(make_bot, fake_model, tmp_path):
     assert len(fs.events_of("response.create")) == 2
     log = transcript_lines(tmp_path)
     assert [e["digit"] for e in log if e["event"] == "dtmf"] == ["5", "7"]
+    if transport:   # the keys also came as chan_websocket DTMF_END; ARI's events stay the one source
+        await bot.wait_for_log("x call ended")
+        [stats] = ended_media_stats(bot)
+        assert stats["dtmf_events"] == 2, stats
     assert (await no_leftovers(bot)) == ([], [], [])

@@ -124,12 +124,12 @@ LEAD_S, TONE_S = 0.8, 1.0   # the caller waits (silence) while the bot sets the 
 FOREIGN_BW = 40.0           # Hz either side of a foreign frequency when measuring its share
 
 
-async def test_twenty_concurrent_calls_are_isolated(make_bot, provider, tmp_path):
+async def test_twenty_concurrent_calls_are_isolated(make_bot, provider, transport, tmp_path):
     """20 callers at once, each with its own tone, echo model: every model session gets exactly one caller's
     audio, every caller hears back only its own tone."""
     fake = await provider.make_fake(mode="echo", speed=4, seed=11)
     rate = provider.rate
-    bot = await make_bot(**provider.bot_settings(fake),
+    bot = await make_bot(**transport, **provider.bot_settings(fake),
                          VOICEAI_MAX_CALLS=str(N_CALLS + 5), VOICEAI_RTP_PORTS="47000-47024",
                          VOICEAI_LOG_LEVEL="INFO")
     phones = [Phone("g722") for _ in FREQS]
@@ -185,10 +185,12 @@ async def test_twenty_concurrent_calls_are_isolated(make_bot, provider, tmp_path
         times = res.rx_times()
         k = max(range(1, len(times)), key=lambda i: times[i] - times[i - 1])
         gaps.append(((times[k] - times[k - 1]) * 1000, times[k - 1] - res.t_answered))
-    # each call's port got its own Asterisk stream only
     media = await _ended(bot, N_CALLS)
-    assert len({m["port"] for m in media}) == N_CALLS
-    assert all(sum(m["rx_dropped"].values()) == 0 for m in media), media
+    if transport:   # chan_websocket: one socket per call, nothing unreadable, no ERROR from Asterisk
+        assert all(m["bad_messages"] == 0 and m["errors"] == 0 and m["marks_processed"] > 0 for m in media), media
+    else:           # each call's port got its own Asterisk stream only
+        assert len({m["port"] for m in media}) == N_CALLS
+        assert all(sum(m["rx_dropped"].values()) == 0 for m in media), media
     setup = call_up_ms(bot)
     assert len(setup) == N_CALLS
     sip_answer = sorted(r.t_answered - r.t_start for r in results)
@@ -202,7 +204,7 @@ async def test_twenty_concurrent_calls_are_isolated(make_bot, provider, tmp_path
           f"{sorted(setup)[N_CALLS // 2]} ms max {max(setup)} ms; echo heard {lat[0]:.2f}..{lat[-1]:.2f} s after "
           f"the caller stopped; longest RTP gap at a caller {gap_ms:.0f} ms ({gap_at:+.2f} s after the answer), "
           f"median of the calls' longest {sorted(g for g, _ in gaps)[N_CALLS // 2]:.0f} ms; bot underruns "
-          f"{sum(m['playout_underruns'] for m in media)}, clock re-anchors {sum(m['clock_reanchors'] for m in media)}; "
+          f"{sum(m.get('playout_underruns', 0) for m in media)}, clock re-anchors {sum(m.get('clock_reanchors', 0) for m in media)}; "
           f"phone late resyncs {sum(p.late_resyncs for p in phones)}; {cpu}")
     # set-ups run side by side: 20 of them one after another would take ~3 s; the caller speaks 0.8 s after
     # the answer, and audio that arrives before the model is connected is queued (so the echo checks above hold

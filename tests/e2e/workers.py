@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import analysis as A
 from .caller import UAC_XML, CallResult, Phone, ari, place_call
@@ -30,10 +31,9 @@ def worker_env(fake_url: str, app: str, ports: str, **extra: str) -> dict[str, s
 KAMAILIO = "127.0.0.10:5060"          # scripts/cluster
 
 
-def proxy_scenario(workdir) -> "Path":
+def proxy_scenario(workdir) -> Path:
     """uac.xml with the route set of the 200 OK (Record-Route, kept by its rrs="true") in the ACK and BYE,
     so they go through the proxy that recorded the route, as a phone behind Kamailio sends them."""
-    from pathlib import Path
     text = UAC_XML.read_text(encoding="iso-8859-1")
     for cseq in ("CSeq: 1 ACK", "CSeq: 2 BYE"):
         assert text.count(cseq) == 1, cseq

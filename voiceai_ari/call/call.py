@@ -143,13 +143,20 @@ class Call(ConversationMixin):
         await self.media.open()
         self.em_id = new_id(EM_ID_PREFIX, self.settings.ari_app)   # names the app: see ids.py
         self._bind(self.em_id, self)  # its StasisStart may arrive before the HTTP answer
-        em = await self._step(self.ari.external_media(external_host=self.media.external_host,
-                                                      fmt=self.media.external_format, channel_id=self.em_id,
-                                                      data=self.id))
-        host, port = await self._unicast_address(em)
-        # before the bridge: Asterisk sends nothing until bridged, and the inbound gate accepts nothing
-        # before it knows this address (a spoofer cannot fix its payload type)
-        self.media.set_remote(host, port)
+        ari_params = getattr(self.media, "ari_params", None)
+        if ari_params is not None:
+            # chan_websocket: the bot dials the channel's /media socket, and only then does the channel
+            # enter Stasis (waiting for its StasisStart first would deadlock: asterisk.md §8.5)
+            em = await self._step(self.ari.external_media(channel_id=self.em_id, data=self.id, **ari_params()))
+            await self._step(self.media.connect(dict(em.channelvars or {})))   # type: ignore[attr-defined]
+        else:
+            em = await self._step(self.ari.external_media(external_host=self.media.external_host,
+                                                          fmt=self.media.external_format, channel_id=self.em_id,
+                                                          data=self.id))
+            host, port = await self._unicast_address(em)
+            # before the bridge: Asterisk sends nothing until bridged, and the inbound gate accepts nothing
+            # before it knows this address (a spoofer cannot fix its payload type)
+            self.media.set_remote(host, port)
         await self._step(self._em_ready.wait())
         self.bridge_id = new_id(BRIDGE_ID_PREFIX, self.settings.ari_app)
         await self._step(self.ari.create_bridge("mixing", name=f"{BRIDGE_NAME_PREFIX}{self.id}",

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     ari_app: str = Field("voiceai", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stasis app name")
 
     # --- media ---------------------------------------------------------------------------------------------
+    transport: Literal["rtp", "websocket"] = Field(
+        "rtp", description="media path: rtp (externalMedia over UDP) or websocket (Asterisk's chan_websocket, "
+        "the bot dials ARI's /media; Asterisk >= 22.8)")
+    caller_format: Literal["slin24", "slin16", "ulaw", "alaw"] = Field(
+        "slin24", description="externalMedia format; websocket: slin24 (the model's rate, nothing converted) "
+        "or slin16 (resampled here)")
     rtp_host: str = Field("127.0.0.1", description="IPv4 address (or name) Asterisk sends the call's RTP to")
     rtp_bind: str = Field("127.0.0.1", description="local IPv4 address the RTP sockets bind to")
     rtp_ports: str = Field("40000-40199", description="UDP port range for calls, e.g. 40000-40199")
@@ -312,6 +318,13 @@ class Settings(BaseSettings):
     def _control_api_needs_a_token_off_loopback(self) -> "Settings":
         if self.control_port and self.control_token is None and not _loopback(self.control_host):
             raise ValueError("control_token: required when VOICEAI_CONTROL_HOST is not a loopback address")
+        return self
+
+    @model_validator(mode="after")
+    def _transport_takes_its_formats(self) -> "Settings":
+        if self.transport == "websocket" and self.caller_format not in ("slin24", "slin16"):
+            raise ValueError(f"caller_format: {self.caller_format} does not work with VOICEAI_TRANSPORT=websocket "
+                             "(slin24 or slin16)")
         return self
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from ..config import ConfigError, Settings, load_settings
 from ..media.transport import CALLER_FORMAT
 
 REQUIRED_MODULES = ("res_ari.so", "app_stasis.so", "chan_rtp.so", "codec_g722.so", "res_pjsip.so")
+WEBSOCKET_MODULES = ("res_ari.so", "app_stasis.so", "chan_websocket.so", "res_http_websocket.so", "res_pjsip.so")
 
 
 @dataclass
@@ -41,8 +42,9 @@ class _Rtp(asyncio.DatagramProtocol):
 
 
 async def run_checks(settings: Settings) -> list[Step]:
-    steps: list[Step] = [Step("configuration", True, f"app {settings.ari_app}, ARI {settings.ari_url}, "
-                                                     f"RTP {settings.rtp_host}:{settings.rtp_ports}"),
+    media = (f"RTP {settings.rtp_host}:{settings.rtp_ports}" if settings.transport == "rtp"
+             else f"websocket {settings.caller_format}")
+    steps: list[Step] = [Step("configuration", True, f"app {settings.ari_app}, ARI {settings.ari_url}, {media}"),
                          agents_step(settings)]
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(), settings.ari_app)
     async with ari:
@@ -62,7 +64,11 @@ async def run_checks(settings: Settings) -> list[Step]:
             return steps
         steps.append(await _modules(ari, settings))
         steps.append(await _app(ari, settings))
-        steps.append(await _media(settings))
+        if settings.transport == "rtp":
+            steps.append(await _media(settings))
+        else:
+            from .check_websocket import media_websocket
+            steps.append(await media_websocket(settings))
     steps.append(await _model(settings))
     return steps
 
@@ -93,7 +99,7 @@ def required_modules(settings: Settings) -> list[str]:
     targets = list(settings.transfer_targets.values())
     if settings.fallback == "transfer":
         targets.append(settings.fallback_target)
-    mods = list(REQUIRED_MODULES)
+    mods = list(REQUIRED_MODULES if settings.transport == "rtp" else WEBSOCKET_MODULES)
     if any("/" not in t for t in targets):
         mods.append("func_dialplan.so")
     if any(t.strip().upper().startswith("PJSIP/") for t in targets):
@@ -115,8 +121,9 @@ async def _modules(ari: AriClient, settings: Settings) -> Step:
     missing = [m for m in required if m not in mods]
     if missing:
         return Step("Asterisk modules", False, "not loaded: " + ", ".join(missing),
-                    "add `load = <module>` to modules.conf (codec_g722 carries the return audio; func_dialplan "
-                    "and res_pjsip_refer serve transfers), then restart")
+                    "add `load = <module>` to modules.conf (codec_g722 carries the return audio; chan_websocket "
+                    "(Asterisk 22.8+) and res_http_websocket the websocket transport; func_dialplan and "
+                    "res_pjsip_refer serve transfers), then restart")
     return Step("Asterisk modules", True, ", ".join(required))
 
 
