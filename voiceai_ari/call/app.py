@@ -22,7 +22,8 @@ from ..ari import AriClient, AriEvent, EventsConnected, EventsDisconnected
 from .call import Call
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
-from ..media.transport import PortPool, RtpMedia
+from ..media.choice import media_factory
+from ..media.transport import PortPool
 from ..operate.metrics import Metrics
 from ..providers.base import ModelSession
 from .tools import ToolRegistry
@@ -45,6 +46,7 @@ class VoiceAiApp:
                              settings.ari_password.get_secret_value(), settings.ari_app,
                              backoff_initial=0.1, backoff_max=2.0)
         self.pool = PortPool(settings.port_range)
+        self._make_media = media_factory(settings)   # VOICEAI_TRANSPORT; refuses one not built here
         self.calls: dict[str, Call] = {}           # caller channel id -> call
         self._by_channel: dict[str, Call] = {}     # every channel/playback id a call owns -> call
         self.originating: dict[str, float] = {}    # POST /calls channel id -> monotonic give-up time (ringing)
@@ -221,8 +223,7 @@ class VoiceAiApp:
             self._spawn(self._refuse(ch.id))
             return
         self.total_calls += 1
-        media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
-                         pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
+        media = self._make_media(self.pool)
         call = Call(channel=ch, ari=self.ari, media=media, model=self.model_factory(), tools=self.tools,
                     settings=self.settings, bind=self._bind, metrics=self.metrics)
         self.calls[call.id] = call

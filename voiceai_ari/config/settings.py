@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     ari_app: str = Field("voiceai", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Stasis app name")
 
     # --- media ---------------------------------------------------------------------------------------------
+    transport: Literal["rtp", "websocket"] = Field(
+        "rtp", description="media path to Asterisk: rtp (externalMedia over RTP/UDP) or websocket (chan_websocket)")
+    caller_format: Literal["slin24", "slin16", "ulaw", "alaw"] = Field(
+        "slin24", description="externalMedia format: slin24 (Asterisk resamples to 24 kHz), slin16 (the bot "
+        "resamples 16->24 kHz), ulaw/alaw (G.711 passed through to the model both ways, openai-realtime only)")
     rtp_host: str = Field("127.0.0.1", description="IPv4 address (or name) Asterisk sends the call's RTP to")
     rtp_bind: str = Field("127.0.0.1", description="local IPv4 address the RTP sockets bind to")
     rtp_ports: str = Field("40000-40199", description="UDP port range for calls, e.g. 40000-40199")
@@ -311,6 +316,23 @@ class Settings(BaseSettings):
                              "has no idle timeout for semantic_vad)")
         if self.fallback == "transfer" and not self.fallback_target:
             raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
+        return self
+
+    @model_validator(mode="after")
+    def _media_formats_fit(self) -> "Settings":
+        if self.caller_format in ("ulaw", "alaw"):
+            if self.provider == "gemini-live":
+                raise ValueError(f"caller_format: {self.caller_format} is passed through to the model as G.711, "
+                                 "and gemini-live takes PCM only: use slin16 or slin24")
+            if self.provider == "openai-live":
+                raise ValueError(f"caller_format: {self.caller_format} passthrough is built for openai-realtime "
+                                 "only: use slin16 or slin24 with openai-live")
+            if self.transport == "websocket":
+                raise ValueError(f"caller_format: {self.caller_format} over VOICEAI_TRANSPORT=websocket is not "
+                                 "supported: use slin16 or slin24")
+            if self.return_codec != "g722":
+                raise ValueError(f"return_codec: {self.return_codec} cannot be used with VOICEAI_CALLER_FORMAT="
+                                 f"{self.caller_format}: the bot answers in the caller's G.711")
         return self
 
     @property
