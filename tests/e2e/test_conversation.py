@@ -12,7 +12,7 @@ import pytest
 
 from . import analysis as A
 from .caller import CallResult, Phone, place_call
-from .conftest import E2E_KEY
+from .conftest import ALL_FORMATS, E2E_KEY
 from .test_call import no_leftovers
 
 pytestmark = pytest.mark.e2e
@@ -36,9 +36,12 @@ def transcript_lines(tmp_path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, tmp_path):
-    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=6.0, speed=4, seed=3)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+@pytest.mark.parametrize("caller_format", ALL_FORMATS, indirect=True)
+async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, caller_format, tmp_path):
+    # speed 3: the 6 s reply streams for 2 s, still under way when the caller barges in ~1.5 s into it (with
+    # G.711, Asterisk delivers the caller ~0.1 s later than with slin: see docs/existing-pbx.md)
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=6.0, speed=3, seed=3)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings())
     phone = Phone("g722")
     # a question, then the caller talks over the long reply 2.5 s into the call
     phone.play(A.tone(1000, 0.6, amplitude=AMP) + A.silence(1.9) + A.tone(1000, 1.0, amplitude=AMP))
@@ -54,7 +57,9 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     stop_ms = (before[-1] - barge) * 1000
     heard_ms = len(before) * 20
     [trunc] = fs.events_of("conversation.item.truncate")
-    print(f"\n[e2e] barge-in: bot audio stopped {stop_ms:.0f} ms after the model's VAD saw speech; "
+    vad_ms = (barge - (res.tx_times[0] + 2.5)) * 1000   # the caller's second tone starts 2.5 s into its audio
+    print(f"\n[e2e] barge-in ({caller_format}): the model's VAD saw the caller {vad_ms:.0f} ms after the words "
+          f"were sent; bot audio stopped {stop_ms:.0f} ms after that; "
           f"caller heard {heard_ms} ms, truncate audio_end_ms={trunc['audio_end_ms']}")
     assert stop_ms <= 100
     assert not [t for t in tone_times if barge + 0.1 < t < barge + 1.0], "bot audio resumed"
@@ -66,10 +71,10 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     assert (await no_leftovers(bot)) == ([], [], [])
 
 
-async def test_model_greeting_is_heard_first(make_bot, fake_model, tmp_path):
+async def test_model_greeting_is_heard_first(make_bot, fake_model, caller_format, tmp_path):
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=1.0, speed=4)
     bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="model",
-                         VOICEAI_GREETING_INSTRUCTIONS="Say hello.")
+                         VOICEAI_GREETING_INSTRUCTIONS="Say hello.", **caller_format.settings())
     phone = Phone("g722")                      # the caller says nothing
     res = await place_call("100", phone=phone, call_seconds=2.0, workdir=tmp_path)
     pcm = res.audio_16k()
@@ -77,7 +82,7 @@ async def test_model_greeting_is_heard_first(make_bot, fake_model, tmp_path):
     assert loud and abs(loud[0].freq - 440) < 30, "the first thing the caller hears is the greeting"
     cov = A.tone_segments(pcm, 16000, 440, tol_hz=30, min_dbfs=-40)
     first_bot_ms = (res.rx_times()[int(cov.start_s / 0.02)] - res.t_answered) * 1000
-    print(f"\n[e2e] model greeting: 200 OK -> first greeting audio at the caller {first_bot_ms:.0f} ms")
+    print(f"\n[e2e] model greeting ({caller_format}): 200 OK -> first greeting audio at the caller {first_bot_ms:.0f} ms")
     assert cov.tone_seconds >= 0.95 and first_bot_ms < 1000
     [create] = fs_events(fake, "response.create")
     assert create["response"]["instructions"] == "Say hello."
@@ -192,9 +197,9 @@ async def test_transfer_tool_hands_the_caller_to_the_dialplan(make_bot, provider
     assert (await no_leftovers(bot)) == ([], [], [])   # our externalMedia, bridge and port are gone
 
 
-async def test_caller_keys_reach_the_model(make_bot, fake_model, tmp_path):
+async def test_caller_keys_reach_the_model(make_bot, fake_model, caller_format, tmp_path):
     fake = await fake_model(mode="tone", tone_seconds=0.3, speed=4)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings())
     phone = Phone("g722")
 
     async def press():
@@ -209,7 +214,7 @@ async def test_caller_keys_reach_the_model(make_bot, fake_model, tmp_path):
     fs = fake.sessions[0]
     texts = [c["content"][0]["text"] for e in fs.events_of("conversation.item.create")
              for c in [e["item"]] if c["type"] == "message"]
-    print(f"\n[e2e] keypad: the model was told {texts}")
+    print(f"\n[e2e] keypad ({caller_format}): the model was told {texts}")
     assert texts == ["The caller pressed 5 on the keypad.", "The caller pressed 7 on the keypad."]
     assert len(fs.events_of("response.create")) == 2
     log = transcript_lines(tmp_path)
