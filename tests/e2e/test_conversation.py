@@ -20,12 +20,13 @@ AMP = 5000
 
 
 def frames_with_tone(res: CallResult, freq: float, tol: float = 10.0) -> list[float]:
-    """Arrival times of the received 20 ms packets whose audio holds `freq` (G.722, one decoder, in order)."""
+    """Arrival times of the received 20 ms packets whose audio holds `freq` (G.722 with one decoder in order, or
+    PCMA)."""
     when = {id(p): t for t, p in res.rx}
     pkts = A.in_sequence_order(res.voice())
-    pcm = A.decode_g722(pkts)
+    pcm, rate = (A.decode_g722(pkts), 16000) if res.codec == "g722" else (A.decode_pcma(pkts), 8000)
     out = []
-    for k, w in enumerate(A.windows(pcm, 16000, 0.02)):
+    for k, w in enumerate(A.windows(pcm, rate, 0.02)):
         if k < len(pkts) and w.dbfs > -40 and abs(w.freq - freq) <= tol:
             out.append(when[id(pkts[k])])
     return out
@@ -36,13 +37,17 @@ def transcript_lines(tmp_path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("caller_format", ALL_FORMATS, indirect=True)
-async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, caller_format, tmp_path):
+@pytest.mark.parametrize("caller_format, phone_codec", [(f, "g722") for f in ALL_FORMATS] + [("alaw", "pcma")],
+                         indirect=["caller_format"])
+async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, caller_format, phone_codec,
+                                                                   tmp_path):
+    """A G.722 phone on every caller format; and an A-law phone on alaw: a PSTN-like call where neither
+    Asterisk nor the bot transcodes anything."""
     # speed 3: the 6 s reply streams for 2 s, still under way when the caller barges in ~1.5 s into it (with
     # G.711, Asterisk delivers the caller ~0.1 s later than with slin: see docs/existing-pbx.md)
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=6.0, speed=3, seed=3)
     bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings())
-    phone = Phone("g722")
+    phone = Phone(phone_codec)
     # a question, then the caller talks over the long reply 2.5 s into the call
     phone.play(A.tone(1000, 0.6, amplitude=AMP) + A.silence(1.9) + A.tone(1000, 1.0, amplitude=AMP))
     res = await place_call("100", phone=phone, call_seconds=3.9, workdir=tmp_path)
@@ -58,7 +63,7 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     heard_ms = len(before) * 20
     [trunc] = fs.events_of("conversation.item.truncate")
     vad_ms = (barge - (res.tx_times[0] + 2.5)) * 1000   # the caller's second tone starts 2.5 s into its audio
-    print(f"\n[e2e] barge-in ({caller_format}): the model's VAD saw the caller {vad_ms:.0f} ms after the words "
+    print(f"\n[e2e] barge-in ({caller_format}, {phone_codec} phone): the model's VAD saw the caller {vad_ms:.0f} ms after the words "
           f"were sent; bot audio stopped {stop_ms:.0f} ms after that; "
           f"caller heard {heard_ms} ms, truncate audio_end_ms={trunc['audio_end_ms']}")
     assert stop_ms <= 100
