@@ -244,3 +244,29 @@ async def test_fake_realtime_rejects_bad_g711_formats_like_the_real_api(make_ser
             assert (ev["error"]["code"], ev["error"]["param"]) == (code, param)
             assert ev["error"]["type"] == "invalid_request_error"
         await asyncio.sleep(0)
+
+
+async def test_fake_g711_reply_does_not_hold_the_event_loop(make_server):  # noqa: F811
+    """The fake runs in the same process as an e2e test's phone: converting a long reply to G.711 in one go
+    held the loop (and froze the phone's RTP) for tens of ms. Converted delta by delta, no step holds it long."""
+    server = await make_server(mode="tone", tone_hz=440, tone_seconds=20.0, speed=50.0)
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append(loop.time() - t - 0.001)
+    async with ws_connect(server) as ws:
+        await opened(ws)
+        await send(ws, "session.update", session={"type": "realtime", "audio": {
+            "output": {"format": {"type": "audio/pcmu"}}}})
+        await until(ws, "session.updated")
+        tick = asyncio.create_task(ticker())
+        await send(ws, "response.create")
+        done, events = await until(ws, "response.done", timeout=10)
+        tick.cancel()
+    audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
+    assert len(audio) == 20 * 8000 and done["response"]["status"] == "completed"
+    assert max(lags) < 0.015, f"the loop was held {max(lags) * 1000:.1f} ms"

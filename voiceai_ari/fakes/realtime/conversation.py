@@ -46,12 +46,30 @@ FAIL_TYPES = {"insufficient_quota": "insufficient_quota", "rate_limit_exceeded":
               "server_error": "server_error"}
 BYTES_PER_MS = RATE * 2 // 1000  # 48; the session keeps all input audio as 24 kHz PCM16, whatever its format
 G711_LAWS = {"audio/pcmu": "ulaw", "audio/pcma": "alaw"}
+for _law in G711_LAWS.values():
+    g711_encode(bytes(2), _law)   # builds the law's 64 KiB table now, not inside the first reply
+
+
+class G711Stream:
+    """24 kHz PCM16 LE (what the fake makes and keeps) to 8 kHz G.711, as the real server sends pcmu/pcma, one
+    delta at a time: converting a whole long reply at once would hold the event loop (and with it whatever
+    else runs in the process, such as a test's phone) for tens of milliseconds. ``total`` caps the output at
+    the reply's own length (the filter's flushed tail is cut)."""
+
+    def __init__(self, law: str, total: int) -> None:
+        self.law, self.left = law, total
+        self._down = StreamResampler(RATE, 8000)
+
+    def take(self, pcm: bytes, last: bool) -> bytes:
+        out = self._down.process(pcm) + (self._down.flush() if last else b"")
+        enc = g711_encode(out[:2 * self.left], self.law)
+        self.left -= len(enc)
+        return enc
 
 
 def to_g711(pcm: bytes, law: str) -> bytes:
-    """24 kHz PCM16 LE (what the fake makes and keeps) to 8 kHz G.711, as the real server sends pcmu/pcma."""
-    down = StreamResampler(RATE, 8000)
-    return g711_encode(down.process(pcm) + down.flush(), law)[:len(pcm) // 6]
+    """A whole reply as 8 kHz G.711 (tests)."""
+    return G711Stream(law, len(pcm) // 6).take(pcm, last=True)
 
 
 def from_g711(payload: bytes, law: str, up: StreamResampler) -> bytes:
@@ -200,8 +218,8 @@ class ConversationMixin:
         return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
 
     def _chunks(self, pcm: bytes, sample_bytes: int = 2) -> list[bytes]:
-        """10..200 ms pieces of whole samples (24 kHz PCM16: sample_bytes 2; 8 kHz G.711: one byte each of a
-        third as many samples)."""
+        """10..200 ms pieces of whole samples (24 kHz PCM16: sample_bytes 2; 6: whole 8 kHz samples of it, for
+        a G.711 output)."""
         out, pos = [], 0
         rate = RATE if sample_bytes == 2 else 8000
         while pos < len(pcm):
@@ -290,8 +308,7 @@ class ConversationMixin:
         ``pcm`` is 24 kHz PCM16; an ``audio/pcmu|pcma`` output format gets it as 8 kHz G.711."""
         law = G711_LAWS.get((fmt or {}).get("type", "audio/pcm"))
         bpm = BYTES_PER_MS if law is None else 8
-        if is_audio and law is not None:
-            pcm = to_g711(pcm, law)
+        g711 = G711Stream(law, len(pcm) // 6) if is_audio and law is not None else None
         item_id = new_id("item")
         item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
                 "role": "assistant", "content": []}
@@ -304,7 +321,8 @@ class ConversationMixin:
         kind, key = ("audio", "transcript") if is_audio else ("text", "text")
         await self._send("response.content_part.added", **ids, content_index=0, part={"type": kind, key: ""})
         pieces = self._pieces(text) if text else []
-        chunks = self._chunks(pcm, 2 if law is None else 1) if is_audio else [b""] * len(pieces)
+        # G.711: 24 kHz slices of whole 8 kHz samples (6 bytes each), each converted as it is sent
+        chunks = self._chunks(pcm, 2 if law is None else 6) if is_audio else [b""] * len(pieces)
         sent_text, sent_bytes = "", 0
         if is_audio:
             self._item_audio_ms[item_id] = 0.0
@@ -320,6 +338,8 @@ class ConversationMixin:
                 await self._send("response.output_audio_transcript.delta" if is_audio
                                  else "response.output_text.delta", **ids, content_index=0, delta=pieces[i])
             if is_audio:
+                if g711 is not None:
+                    chunk = g711.take(chunk, last=i == len(chunks) - 1)
                 await self._send("response.output_audio.delta", **ids, content_index=0,
                                  delta=base64.b64encode(chunk).decode("ascii"))
                 sent_bytes += len(chunk)
