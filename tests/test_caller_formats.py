@@ -270,3 +270,38 @@ async def test_fake_g711_reply_does_not_hold_the_event_loop(make_server):  # noq
     audio = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
     assert len(audio) == 20 * 8000 and done["response"]["status"] == "completed"
     assert max(lags) < 0.015, f"the loop was held {max(lags) * 1000:.1f} ms"
+
+
+@pytest.mark.parametrize("env, var", [
+    ({"VOICEAI_TRANSPORT": "websocket"}, "VOICEAI_TRANSPORT"),
+    ({"VOICEAI_CALLER_FORMAT": "ulaw", "VOICEAI_PROVIDER": "gemini-live"}, "VOICEAI_CALLER_FORMAT"),
+])
+def test_run_refuses_what_it_cannot_serve_with_one_line_and_exit_2(tmp_path, env, var):
+    """`voiceai-ari run` itself: one line naming the variable, exit status 2, before any call."""
+    import os
+    import subprocess
+    import sys
+    full = {k: v for k, v in os.environ.items() if not k.startswith("VOICEAI_") and k != "OPENAI_API_KEY"}
+    full.update(env, VOICEAI_ARI_URL="http://127.0.0.1:9", VOICEAI_CONTROL_PORT="0")
+    p = subprocess.run([sys.executable, "-m", "voiceai_ari", "run"], env=full, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    [line] = [ln for ln in p.stderr.strip().splitlines() if ln.startswith("voiceai-ari:")]
+    assert line.startswith(f"voiceai-ari: invalid {var}: ")
+
+
+async def test_g711_dtx_keepalive_is_the_laws_silence():
+    """VOICEAI_DTX with G.711: while the bot is quiet, one packet a second, and it is silence (0xFF), not the
+    0x00 that μ-law decodes as full-scale noise."""
+    media = RtpMedia(bind_host=HOST, advertise_host=HOST, pool=PortPool(free_port_range(2)), caller_format="ulaw",
+                     dtx=True)
+    await media.open()
+    ast = await Endpoint.open()
+    try:
+        media.set_remote(*ast.addr)
+        await asyncio.sleep(1.1)
+        assert 1 <= len(ast.rx) <= 2 and media.dtx_skipped >= 45
+        assert all(r.pt == 0 and r.payload == bytes([ULAW_SILENCE]) * 160 for r in ast.rx)
+    finally:
+        await media.close()
+        ast.close()

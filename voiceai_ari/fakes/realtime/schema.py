@@ -126,8 +126,7 @@ def _check_format(fmt: Any, p: str) -> None:
     if kind not in ("audio/pcm", "audio/pcmu", "audio/pcma"):
         raise bad_value(p + ".type", kind, ("audio/pcm", "audio/pcmu", "audio/pcma"))
     if kind != "audio/pcm":  # G.711 at 8 kHz: A.5 has no `rate` for it, and GA rejects unknown fields
-        check_keys(fmt, {"type"}, p + ".")
-        return
+        return check_keys(fmt, {"type"}, p + ".")
     rate = fmt.get("rate", 24000)
     if not isinstance(rate, int) or isinstance(rate, bool):
         raise bad_type(p + ".rate", "an integer", rate)
@@ -285,10 +284,9 @@ def merge_session(current: dict, patch: Any, *, audio_produced: bool) -> dict:
     td = patch.get("audio", {}).get("input", {}).get("turn_detection")
     cur_td = current["audio"]["input"]["turn_detection"]
     merged = deep_merge(current, patch)
-    for side in ("input", "output"):   # a format is replaced whole: audio/pcmu has no `rate` to keep
-        fmt = ((patch.get("audio") or {}).get(side) or {}).get("format")
-        if fmt is not None:
-            merged["audio"][side]["format"] = copy.deepcopy(fmt)
+    for side, sub in (patch.get("audio") or {}).items():   # a format is replaced whole (pcmu has no `rate`)
+        if isinstance(sub, dict) and sub.get("format") is not None:
+            merged["audio"][side]["format"] = copy.deepcopy(sub["format"])
     if isinstance(td, dict) and (cur_td is None or cur_td.get("type") != td["type"]):
         merged["audio"]["input"]["turn_detection"] = {**default_turn_detection(td["type"]), **td}
     return merged
