@@ -82,6 +82,11 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
         rows.append(["1", "per-frame cost, both directions: the issue's stages (all stages, * included)",
                      f"{_f(t['both_core_p50_us'])} µs ({_f(t['both_all_p50_us'])} µs)", "<= 50 µs",
                      _ok(t["both_core_p50_us"] <= fr["target_us"])])
+        for name, p in fr.get("paths", {}).items():   # one row per media path, side by side
+            parts = ", ".join(f"{k} {_f(v, 1)}" for k, v in p["stages_p50_us"].items())
+            rows.append(["1", f"per-frame cost, both directions, {name} ({parts})",
+                         f"{_f(p['both_core_p50_us'])} µs", f"<= {p['target_us']:g} µs" if p["target_us"] else "",
+                         _ok(p["both_core_p50_us"] <= p["target_us"]) if p["target_us"] else ""])
     fw = res.get("frames_ws")
     if fw and fr:
         for s in fw["stages"]:
@@ -157,10 +162,19 @@ def build_rows(res: dict[str, Any]) -> list[list[str]]:
             rows.append(["6", f"RSS per additional call at {k} call(s)", f"{_f(mem[k]['per_call_mb'], 2)} MB "
                          f"(RSS {_f(mem[k]['rss_kb'] / 1024, 0)} MB{note})", "<= 5 MB",
                          _ok(mem[k]["per_call_mb"] <= 5.0)])
+    for fmt, c in res.get("capacity_by_format", {}).items():
+        steps = c.get("steps", [])
+        worst = ", ".join(f"{s['calls']}: {_f(s['jitter_p99_ms_worst_call'], 1)}" for s in steps)
+        mem = ", ".join(f"{k}: {_f(m['per_call_mb'], 2)}" for k, m in sorted(c.get("memory", {}).items(), key=lambda x: int(x[0])))
+        rows.append(["2", f"rtp-{fmt}: most calls keeping real time; jitter p99 worst call (ms) per level; RSS MB per "
+                          f"call", f"{c.get('max_calls_keeping_up', 0)} calls (ok at p99 <= 2 ms: "
+                          f"{c.get('max_calls_ok', 0)}); {worst}; {mem}", ">= 200", _ok(c.get("max_calls_keeping_up", 0) >= 200)])
     ra = res.get("ratio")
+    fmt_ratios = tuple((k, f"VOICEAI_CALLER_FORMAT={k[6:]}") for k in res
+                       if k.startswith("ratio_") and k not in ("ratio_dtx", "ratio_ws", "ratio_ws16"))
     for key, what in (("ratio", "continuous RTP (default)"), ("ratio_dtx", "VOICEAI_DTX=true"),
                       ("ratio_ws", "VOICEAI_TRANSPORT=websocket, slin24"),
-                      ("ratio_ws16", "VOICEAI_TRANSPORT=websocket, slin16")):
+                      ("ratio_ws16", "VOICEAI_TRANSPORT=websocket, slin16")) + fmt_ratios:
         r = res.get(key)
         if r and "ratio" in r:
             rows.append(["7", f"bot CPU / Asterisk CPU, {r['calls']} calls ({_f(r['window_s'], 0)} s window), {what}",
@@ -203,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rt", action="store_true",
                     help="run the process under test (capacity bot, latency bot) SCHED_FIFO: on a machine shared with "
                          "other work, this keeps other processes from preempting it (root)")
+    ap.add_argument("--formats", default="",
+                    help="more media paths side by side, comma separated VOICEAI_CALLER_FORMATs (slin16,ulaw,alaw): "
+                         "capacity and the bot/Asterisk ratio are measured for each too (section 1 always has all)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="py-spy profiles of the bot during the capacity levels and the ratio run (perturbs them)")
     args = ap.parse_args(argv)
@@ -262,6 +279,10 @@ def run_sections(args: argparse.Namespace, sections: tuple[str, ...], res: dict[
         mem_levels = (3,) if args.quick else capacity.MEMORY_LEVELS
         if "capacity" in sections:
             res["capacity"] = capacity.run(args.quick, log=log, profile_dir=args.profile, rt=args.rt)
+            for fmt in _formats(args):
+                log(f"2 capacity with VOICEAI_CALLER_FORMAT={fmt} ...")
+                res.setdefault("capacity_by_format", {})[fmt] = capacity.run(args.quick, log=log, rt=args.rt,
+                                                                             caller_format=fmt)
             log("2 capacity over chan_websocket ...")
             from . import capacity_ws
             res["capacity_ws"] = (capacity_ws.run((3,), warm=1.0, measure=1.5, log=log) if args.quick
@@ -282,7 +303,11 @@ def run_sections(args: argparse.Namespace, sections: tuple[str, ...], res: dict[
         log("5/7 sandbox ...")
         from . import sandbox
         res.update(sandbox.run({s for s in ("setup", "ratio") if s in sections}, args.quick, args.lock_timeout, log,
-                               lock_held=args.exclusive, profile_dir=args.profile))
+                               lock_held=args.exclusive, profile_dir=args.profile, formats=_formats(args)))
+
+
+def _formats(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(f.strip() for f in args.formats.split(",") if f.strip() and f.strip() != "slin24")
 
 
 def report(args: argparse.Namespace, argv: list[str] | None, sections: tuple[str, ...], res: dict[str, Any],

@@ -66,9 +66,11 @@ class TimedTransport:
 
 class SimCall:
     def __init__(self, *, url: str, api_key: str, pool: PortPool, config: SessionConfig | None = None,
-                 talk_again_below_ms: int | None = None) -> None:
-        self.media = RtpMedia(bind_host="127.0.0.1", advertise_host="127.0.0.1", pool=pool)
-        self.session = RealtimeSession(url, api_key, config or SessionConfig())
+                 talk_again_below_ms: int | None = None, caller_format: str = "slin24") -> None:
+        self.media = RtpMedia(bind_host="127.0.0.1", advertise_host="127.0.0.1", pool=pool,
+                              caller_format=caller_format)
+        audio = {"ulaw": "pcmu", "alaw": "pcma"}.get(caller_format, "pcm")
+        self.session = RealtimeSession(url, api_key, config or SessionConfig(audio_format=audio))
         self.talk_again_below_ms = talk_again_below_ms  # keep the bot talking: a new response when low
         self._pump: asyncio.Task[None] | None = None
         self._talker: asyncio.Task[None] | None = None

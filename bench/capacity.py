@@ -97,7 +97,8 @@ async def bot_main(args: argparse.Namespace) -> None:
         for level in levels:
             t_setup = time.monotonic()
             while len(calls) < level:
-                call = SimCall(url=args.url, api_key="bench", pool=pool, talk_again_below_ms=TALK_AGAIN_BELOW_MS)
+                call = SimCall(url=args.url, api_key="bench", pool=pool, talk_again_below_ms=TALK_AGAIN_BELOW_MS,
+                               caller_format=args.format)
                 await call.start(remote)
                 if len(calls) < TAPPED_CALLS:
                     call.tap_inbound()
@@ -235,24 +236,27 @@ def _rx_jitter(arrivals: dict[str, list[int]], t0: int, t1: int) -> dict[str, fl
 
 def run(quick: bool = False, levels: tuple[int, ...] | None = None, warm: float | None = None,
         measure: float | None = None, log=print, keep_going: bool = False, loop: str = "asyncio",
-        profile_dir: Path | None = None, rt: bool = False) -> dict[str, Any]:
+        profile_dir: Path | None = None, rt: bool = False, caller_format: str = "slin24") -> dict[str, Any]:
+    """The capacity ladder for one media path (``caller_format``: VOICEAI_CALLER_FORMAT on RTP)."""
     bot_cpu, peer_cpu = cpus()
     levels = levels or ((3,) if quick else FULL_LEVELS)
     warm = warm if warm is not None else (1.0 if quick else 3.0)
     measure = measure if measure is not None else (1.5 if quick else 10.0)
     with pinned(peer_cpu):
-        res = _run(levels, warm, measure, quick or keep_going, bot_cpu, peer_cpu, log, loop, profile_dir, rt)
+        res = _run(levels, warm, measure, quick or keep_going, bot_cpu, peer_cpu, log, loop, profile_dir, rt,
+                   caller_format)
     res["loop"] = loop
+    res["transport"], res["caller_format"] = "rtp", caller_format
     res["realtime"] = rt
     return res
 
 
 def _run(levels: tuple[int, ...], warm: float, measure: float, keep_going: bool, bot_cpu: int | None,
          peer_cpu: int | None, log, loop: str = "asyncio", profile_dir: Path | None = None,
-         rt: bool = False) -> dict[str, Any]:
+         rt: bool = False, caller_format: str = "slin24") -> dict[str, Any]:
     from .profile import record
     fake = Proc(["bench.peers", "fake", "--mode", "tone", "--tone-seconds", "3", "--speed", "4"], peer_cpu)
-    peer = Proc(["bench.peers", "rtp"], peer_cpu)
+    peer = Proc(["bench.peers", "rtp", "--format", caller_format], peer_cpu)
     bot = None
     steps: list[dict[str, Any]] = []
     try:
@@ -260,7 +264,8 @@ def _run(levels: tuple[int, ...], warm: float, measure: float, keep_going: bool,
         peer_port = int(peer.line())
         bot = Proc(["bench.capacity", "bot", "--url", url, "--peer-port", str(peer_port), "--levels",
                     ",".join(map(str, levels)), "--warm", str(warm), "--measure", str(measure),
-                    "--port-base", str(51000), "--loop", loop] + (["--rt"] if rt else []), bot_cpu)
+                    "--port-base", str(51000), "--loop", loop, "--format", caller_format]
+                   + (["--rt"] if rt else []), bot_cpu)
         baseline = json.loads(bot.line())["baseline"]
         harness: dict[str, float] = {}
         n_calls = 0
@@ -346,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--cpu", type=int)
     b.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"))
     b.add_argument("--rt", action="store_true")
+    b.add_argument("--format", default="slin24")
     r = sub.add_parser("run")
+    r.add_argument("--format", default="slin24", choices=("slin24", "slin16", "ulaw", "alaw"),
+                   help="VOICEAI_CALLER_FORMAT of the simulated calls (the media path measured)")
     r.add_argument("--levels")
     r.add_argument("--warm", type=float)
     r.add_argument("--measure", type=float)
@@ -367,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else None
     res = run(levels=levels, warm=args.warm, measure=args.measure, keep_going=args.keep_going,
-              log=lambda m: print(m, file=sys.stderr), loop=args.loop, profile_dir=args.profile, rt=args.rt)
+              log=lambda m: print(m, file=sys.stderr), loop=args.loop, profile_dir=args.profile, rt=args.rt,
+              caller_format=args.format)
     print(json.dumps(res, indent=1))
     return 0
 

@@ -76,6 +76,7 @@ class Stages:
         self.rows: list[dict[str, Any]] = []
         self.extra: dict[str, float] = {}
         self.overhead_ns = statistics.median(time_each(lambda: None, n))
+        self.ws_send_small_us = 0.0   # WebSocket write of a 160-byte (G.711) append
 
     def timed(self, direction: str, key: str, label: str, fn: Callable[[], Any], core: bool = True,
               n: int | None = None) -> None:
@@ -214,6 +215,17 @@ async def websocket_stages(st: Stages, quick: bool) -> None:
                     per.append((c1 - c0) / batch / 1000)
                 await asyncio.sleep(0.002)  # let the sink drain: no backpressure in the timed batches
             st.amortised("in", "ws_send", "WebSocket write (framing + transport.write, no task hop)", per)
+            per = []   # the same for 20 ms of G.711 (160 bytes): the passthrough paths' append
+            small = RealtimeProtocol.append_audio(bytes(160))
+            for b in range(batches + 2):
+                c0 = time.process_time_ns()
+                for _ in range(batch):
+                    assert _write_now(ws, small)
+                c1 = time.process_time_ns()
+                if b >= 2:
+                    per.append((c1 - c0) / batch / 1000)
+                await asyncio.sleep(0.002)
+            st.ws_send_small_us = pct(per, 50)
 
             per = []   # what the old path cost: `await ws.send` from a send task (reported, not in the total)
             for b in range(batches + 2):
@@ -363,6 +375,7 @@ def _run(quick: bool) -> dict[str, Any]:
 
     asyncio.run(loop_stages())
     rows = sorted(st.rows, key=lambda r: (r["direction"] != "in", _ORDER.index(r["key"])))
+    paths = _paths(st, rows)
     totals: dict[str, float] = {}
     for d in ("in", "out"):
         totals[f"{d}_core_p50_us"] = sum(r["p50_us"] for r in rows if r["direction"] == d and r["core"])
@@ -370,8 +383,15 @@ def _run(quick: bool) -> dict[str, Any]:
     totals["both_core_p50_us"] = totals["in_core_p50_us"] + totals["out_core_p50_us"]
     totals["both_all_p50_us"] = totals["in_all_p50_us"] + totals["out_all_p50_us"]
     return {"iterations": n, "timer_overhead_ns": st.overhead_ns, "stages": rows, "totals": totals,
-            "replaced": st.extra,
+            "replaced": st.extra, "paths": paths,
             "target_us": TARGET_US, "meets_target": totals["both_core_p50_us"] <= TARGET_US}
+
+
+def _paths(st: Stages, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-frame cost per media path (bench/formats.py), side by side, from this run's measurements."""
+    from . import formats
+    return formats.run_paths(lambda fn: pct([max(0.0, (x - st.overhead_ns) / 1000) for x in time_each(fn, st.n)], 50),
+                             {r["key"]: r["p50_us"] for r in rows}, st.ws_send_small_us)
 
 
 _ORDER = ["udp_recv", "rtp_accept", "byte_swap", "append_json", "ws_send",

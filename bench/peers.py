@@ -37,6 +37,7 @@ HOST = "127.0.0.1"
 PERIOD_NS = 20_000_000
 PAYLOAD_BYTES = 960  # 20 ms of slin24
 SLIN24_PT = 123      # Asterisk 22.10.1's dynamic PT for slin24 (the bot learns it)
+FORMAT_PT = {"slin24": SLIN24_PT, "slin16": 118, "ulaw": 0, "alaw": 8}   # what Asterisk sends per caller format
 HEADER = struct.Struct("!BBHII")
 
 
@@ -96,7 +97,9 @@ class RtpPeer:
     EOF                     exit
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fmt: str = "slin24") -> None:
+        self.fmt = fmt
+        self.pt = FORMAT_PT[fmt]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for opt, size in ((getattr(socket, "SO_RCVBUFFORCE", 33), 16 << 20), (socket.SO_RCVBUF, 16 << 20),
                           (getattr(socket, "SO_SNDBUFFORCE", 32), 16 << 20), (socket.SO_SNDBUF, 16 << 20)):
@@ -116,14 +119,21 @@ class RtpPeer:
         self.late_max_ns = 0
 
     def _frames(self, level: int) -> tuple[bytes, bytes]:
-        """(quiet payload, loud payload): slin24 BE. Quiet is digital silence, or a faint noise at ``level``."""
+        """(quiet payload, loud payload) in the caller format (slin BE, or G.711). Quiet is digital silence, or a
+        faint noise at ``level``."""
         import numpy as np
 
+        from voiceai_ari.media.codec import g711_encode
+
+        rate = {"slin24": 24000, "slin16": 16000}.get(self.fmt, 8000)
+        n = rate // 50
         rng = np.random.default_rng(1)
-        quiet = (rng.standard_normal(480) * level).astype(">i2").tobytes() if level else bytes(PAYLOAD_BYTES)
-        t = np.arange(480) / 24000
-        loud = (np.sin(2 * np.pi * 1000 * t) * 10000).astype(">i2").tobytes()  # 1 kHz, whole periods per frame
-        return quiet, loud
+        quiet = (rng.standard_normal(n) * level).astype(np.int16)
+        t = np.arange(n) / rate
+        loud = (np.sin(2 * np.pi * 1000 * t) * 10000).astype(np.int16)  # 1 kHz, whole periods per frame
+        if self.fmt in ("ulaw", "alaw"):
+            return g711_encode(quiet.astype("<i2").tobytes(), self.fmt), g711_encode(loud.astype("<i2").tobytes(), self.fmt)
+        return quiet.astype(">i2").tobytes(), loud.astype(">i2").tobytes()
 
     def run(self) -> None:
         stdin = sys.stdin.fileno()
@@ -204,7 +214,7 @@ class RtpPeer:
                             # events it causes fall at a new phase of the bot's own 20 ms clock each time
                             burst_no = int(tb // burst["every"])
                             t0 += rng.randrange(PERIOD_NS)
-                pkt = HEADER.pack(0x80, SLIN24_PT, seq[i] & 0xFFFF, (t_send // 1000) & 0xFFFFFFFF, ssrc[i]) + payload
+                pkt = HEADER.pack(0x80, self.pt, seq[i] & 0xFFFF, (t_send // 1000) & 0xFFFFFFFF, ssrc[i]) + payload
                 try:
                     self.sock.sendto(pkt, (HOST, self.ports[i]))
                     self.sent += 1
@@ -250,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tone-seconds", type=float, default=2.0)
     ap.add_argument("--speed", type=float, default=4.0)
     ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--format", default="slin24", choices=tuple(FORMAT_PT), help="rtp: the caller format sent")
     args = ap.parse_args(argv)
     pin(args.cpu)
     raise_nofile()
@@ -261,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "ws-sink":
         asyncio.run(_ws_sink())
         return 0
-    peer = RtpPeer()
+    peer = RtpPeer(args.format)
     print(peer.port, flush=True)
     peer.run()
     return 0

@@ -360,7 +360,8 @@ def _loud_seconds(pcm16k: bytes) -> float:
 
 # ------------------------------------------------------------------------------------------------ entry
 def run(sections: set[str], quick: bool = False, lock_timeout: float = 600.0, log=print,
-        lock_held: bool = False, profile_dir: Path | None = None) -> dict[str, Any]:
+        lock_held: bool = False, profile_dir: Path | None = None, formats: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``formats``: more caller formats (VOICEAI_CALLER_FORMAT) for the ratio, each as ``ratio_<format>``."""
     out: dict[str, Any] = {}
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="voiceai-bench-") as tmp:
@@ -381,6 +382,12 @@ def run(sections: set[str], quick: bool = False, lock_timeout: float = 600.0, lo
                     ast_pid = ensure_sandbox(log)
                     out["ratio_dtx"] = asyncio.run(_ratio(20, 14.0 if quick else 22.0, (4.0, 12.0 if quick else 20.0),
                                                           ast_pid, workdir, log, None, VOICEAI_DTX="true"))
+                    for fmt in formats:
+                        log(f"  the same with VOICEAI_CALLER_FORMAT={fmt} ...")
+                        ast_pid = ensure_sandbox(log)
+                        out[f"ratio_{fmt}"] = asyncio.run(_ratio(
+                            20, 14.0 if quick else 22.0, (4.0, 12.0 if quick else 20.0), ast_pid, workdir, log, None,
+                            VOICEAI_CALLER_FORMAT=fmt))
                     for key, fmt in (("ratio_ws", "slin24"), ("ratio_ws16", "slin16")):
                         log(f"  the same over chan_websocket ({fmt}) ...")
                         ast_pid = ensure_sandbox(log)

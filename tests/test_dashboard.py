@@ -339,3 +339,29 @@ async def test_an_agent_with_record_off_is_not_recorded_even_with_a_record_dir(t
     done = threading.Event()
     on.recorder.close(done)
     assert done.wait(5)
+
+
+def test_a_g711_passthrough_call_is_metered_and_recorded_as_audio_not_as_codes(tmp_path, umask0):
+    """ulaw/alaw calls hand G.711 bytes both ways: the meters and the WAV decode them (a μ-law tone read as
+    16-bit PCM is loud noise at the wrong rate, and μ-law silence 0xFF is not quiet as PCM)."""
+    from voiceai_ari.media.codec import g711_encode
+    caller = g711_encode(tone(8000, 1.0, 300), "ulaw")
+    bot = g711_encode(tone(8000, 1.0, 1000), "ulaw")
+    tap = AudioTap(lambda b: None, time.monotonic, law="ulaw")
+    tap.caller(caller[:160])
+    tap.bot(bytes([0xFF]) * 160)                     # μ-law silence
+    lin, lbot = tap.levels()
+    assert -20 < lin < -10 and lbot == -90.0, (lin, lbot)
+    t0 = 50.0
+    rec = Recording(str(tmp_path / "rec"), "g711", t0=t0, caller_rate=8000, rate=8000, law="ulaw")
+    for k in range(50):
+        rec.put(CALLER, t0 + (k + 1) * 0.02, caller[k * 160:(k + 1) * 160])
+        rec.put(BOT, t0 + (k + 1) * 0.02, bot[k * 160:(k + 1) * 160])
+    done = threading.Event()
+    rec.close(done)
+    assert done.wait(5)
+    rate, left, right = read_wav(tmp_path / "rec" / "g711.wav")
+    assert rate == 8000 and abs(len(left) / rate - 1.0) < 0.03
+    for x, hz in ((left, 300), (right, 1000)):
+        spec = np.abs(np.fft.rfft(x[800:7200].astype(float)))
+        assert abs(np.argmax(spec) * rate / 6400 - hz) < 10

@@ -155,11 +155,12 @@ class Provider:
     """How a test drives one model provider through the bot: its fake, the bot's settings for it, and what
     the fake records in the provider's own terms, read the same way for every provider."""
 
-    def __init__(self, name: str, make_fake, rate: int, settings) -> None:
+    def __init__(self, name: str, make_fake, rate: int, settings, caller_format: str = "slin24") -> None:
         self.name, self.make_fake, self.rate, self._settings = name, make_fake, rate, settings
+        self.caller_format = caller_format
 
     def bot_settings(self, fake) -> dict[str, str]:
-        return self._settings(fake)
+        return {**self._settings(fake), "VOICEAI_CALLER_FORMAT": self.caller_format}
 
     def tool_outputs(self, fs) -> list[dict]:
         """The results the bot returned for the model's function calls, parsed, in order."""
@@ -171,12 +172,19 @@ class Provider:
                 if e["item"]["type"] == "function_call_output"]
 
     def __repr__(self) -> str:
-        return self.name
+        return self.name if self.caller_format == "slin24" else f"{self.name}/{self.caller_format}"
 
 
-@pytest.fixture(params=["openai-realtime", "gemini-live", "openai-live"])
+@pytest.fixture(params=["openai-realtime", "gemini-live", "openai-live", "openai-realtime/slin16",
+                        "openai-realtime/ulaw"])
 def provider(request, fake_model, fake_gemini, fake_live) -> Provider:
-    """Each test that takes it runs once per model provider, against that provider's fake."""
+    """Each test that takes it runs once per model provider, against that provider's fake, and for
+    openai-realtime also once per other caller format (VOICEAI_CALLER_FORMAT; slin24 is the default)."""
+    if "/" in request.param:
+        name, fmt = request.param.split("/")
+        assert name == "openai-realtime"
+        return Provider(name, fake_model, 24000, lambda fake: dict(
+            OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url), caller_format=fmt)
     if request.param == "openai-live":
         def live_fake(speed: float = 1.0, **kw):   # its output is paced by the input clock: no `speed`
             return fake_live(**kw)
@@ -195,6 +203,44 @@ def transport(request) -> dict[str, str]:
     if request.param == "websocket":
         return {"VOICEAI_TRANSPORT": "websocket", "VOICEAI_CALLER_FORMAT": "slin24"}
     return {}
+
+
+class CallerFormat:
+    """One media path for a test, "<format>" on RTP or "websocket/<format>": the bot's settings, and the
+    session format the model must be told."""
+
+    MODEL_FORMAT = {"ulaw": {"type": "audio/pcmu"}, "alaw": {"type": "audio/pcma"}}
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.transport, _, self.name = spec.rpartition("/")
+        self.transport = self.transport or "rtp"
+        self.model_format = self.MODEL_FORMAT.get(self.name, {"type": "audio/pcm", "rate": 24000})
+
+    def settings(self) -> dict[str, str]:
+        return {"VOICEAI_CALLER_FORMAT": self.name, "VOICEAI_TRANSPORT": self.transport}
+
+    @property
+    def websocket(self) -> bool:
+        return self.transport == "websocket"
+
+    @property
+    def narrowband(self) -> bool:
+        return self.name in ("ulaw", "alaw")
+
+    def __repr__(self) -> str:
+        return self.spec
+
+
+@pytest.fixture(params=["slin24", "slin16", "ulaw", "websocket/slin24"])
+def caller_format(request) -> CallerFormat:
+    """Each test that takes it runs once per media path: caller formats on RTP, and chan_websocket (alaw and
+    websocket/slin16: the tests that name them with ``@pytest.mark.parametrize("caller_format", [...],
+    indirect=True)``)."""
+    return CallerFormat(request.param)
+
+
+ALL_FORMATS = ["slin24", "slin16", "ulaw", "alaw"]
 
 
 # ------------------------------------------------------------------------------------------------ bot logs

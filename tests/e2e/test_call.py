@@ -16,7 +16,7 @@ from voiceai_ari.fakes.audio_gen import dominant_frequency
 
 from . import analysis as A
 from .caller import CallResult, Phone, ari, place_call
-from .conftest import E2E_KEY, ended_media_stats
+from .conftest import ALL_FORMATS, E2E_KEY, ended_media_stats
 
 pytestmark = pytest.mark.e2e
 AMP = 5000  # -16.3 dBFS
@@ -55,9 +55,10 @@ def reply_coverage(res: CallResult, freq: float):
     return pcm, cov
 
 
-async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, tmp_path):
+@pytest.mark.parametrize("caller_format", ALL_FORMATS, indirect=True)
+async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, caller_format, tmp_path):
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=2.0, speed=4, seed=7)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings())
     phone = Phone("g722")
     phone.play(A.tone(1000, 1.0, amplitude=AMP))           # then the phone sends silence
     spoof = asyncio.create_task(spoof_rtp(bot.port_range()[0], A.tone(5000, 1.0, amplitude=AMP, rate=24000)))
@@ -65,10 +66,12 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     assert res.ok and not res.got_bye, res.summary()
     assert await spoof == 50
 
-    # (a) the model received 24 kHz PCM whose dominant frequency is the caller's 1 kHz
+    # (a) the model received audio (24 kHz PCM, or the caller's G.711 as is) whose dominant frequency is the
+    # caller's 1 kHz (the fake keeps what it is sent as 24 kHz PCM, whatever the session's format)
     fs = fake.sessions[0]
     assert fs.config["type"] == "realtime"
-    assert fs.config["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert fs.config["audio"]["input"]["format"] == caller_format.model_format
+    assert fs.config["audio"]["output"]["format"] == caller_format.model_format
     assert fs.events_of("input_audio_buffer.append"), "no audio reached the model"
     speech = A.tone_segments(bytes(fs.audio), 24000, 1000, tol_hz=10, min_dbfs=-30)
     assert speech.start_s is not None and abs(speech.tone_seconds - 1.0) < 0.06, speech
@@ -77,12 +80,14 @@ async def test_caller_talks_to_model_and_hears_the_reply(make_bot, fake_model, t
     # well-formed slin24 RTP from a foreign source (a 5 kHz tone) was dropped and counted, never heard
     assert A.band_share(bytes(fs.audio), 24000, 5000) < 0.001
     assert "'foreign_source': 50" in await bot.wait_for_log("x call ended")
+    [media] = ended_media_stats(bot)
+    assert media["caller_format"] == caller_format.name and sum(media["rx_dropped"].values()) == 50
     assert not [e for e in fs.received if e["type"] == "error"]
 
     # (b) the caller heard the 440 Hz reply over G.722: >= 90 % of it, no gap > 40 ms
     assert set(res.payload_types()) == {9}, res.summary()
     pcm, cov = reply_coverage(res, 440)
-    print(f"\n[e2e] reply at the caller: {cov}; level {A.tone_level_dbfs(pcm, 16000, 440, start=cov.start_s + 0.1, end=cov.end_s - 0.1):.1f} dBFS; "
+    print(f"\n[e2e] reply at the caller ({caller_format}): {cov}; level {A.tone_level_dbfs(pcm, 16000, 440, start=cov.start_s + 0.1, end=cov.end_s - 0.1):.1f} dBFS; "
           f"packet gaps max {A.longest_gap_ms(res.rx_times()):.1f} ms")
     assert cov.tone_seconds >= 0.9 * 2.0 and cov.tone_seconds <= 2.0 + 0.06, cov
     assert cov.coverage >= 0.9 and cov.longest_gap_ms <= 40, cov

@@ -25,13 +25,22 @@ def check(**env: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_check_passes_on_the_sandbox(locked):
-    p = check()
+@pytest.mark.parametrize("fmt, rtp, modules", [
+    ("slin24", "972-byte RTP (PT 123, slin24)", ("chan_rtp.so", "codec_resample.so", "codec_g722.so")),
+    ("slin16", "652-byte RTP (PT 118, slin16)", ("chan_rtp.so", "codec_resample.so", "codec_g722.so")),
+    ("ulaw", "172-byte RTP (PT 0, ulaw)", ("chan_rtp.so", "codec_ulaw.so")),
+    ("alaw", "172-byte RTP (PT 8, alaw)", ("chan_rtp.so", "codec_alaw.so")),
+])
+def test_check_passes_on_the_sandbox(locked, fmt, rtp, modules):
+    """Each caller format: the modules it needs are named, and Asterisk really sends that format to us."""
+    p = check(VOICEAI_CALLER_FORMAT=fmt)
     print("\n" + p.stdout)
     assert p.returncode == 0, p.stdout + p.stderr
     lines = p.stdout.splitlines()
     assert len(lines) == 7 and all(line.startswith("✓") for line in lines)
-    assert "RTP from Asterisk" in p.stdout and "(PT 123, slin24)" in p.stdout
+    assert "RTP from Asterisk" in p.stdout and rtp in p.stdout
+    [mods] = [line for line in lines if "Asterisk modules" in line]
+    assert all(m in mods for m in modules), mods
 
 
 @pytest.mark.parametrize("env,step,fix", [

@@ -12,7 +12,7 @@ import pytest
 
 from . import analysis as A
 from .caller import CallResult, Phone, place_call
-from .conftest import E2E_KEY, ended_media_stats
+from .conftest import ALL_FORMATS, E2E_KEY, ended_media_stats
 from .test_call import no_leftovers
 
 pytestmark = pytest.mark.e2e
@@ -20,12 +20,13 @@ AMP = 5000
 
 
 def frames_with_tone(res: CallResult, freq: float, tol: float = 10.0) -> list[float]:
-    """Arrival times of the received 20 ms packets whose audio holds `freq` (G.722, one decoder, in order)."""
+    """Arrival times of the received 20 ms packets whose audio holds `freq` (G.722 with one decoder in order, or
+    PCMA)."""
     when = {id(p): t for t, p in res.rx}
     pkts = A.in_sequence_order(res.voice())
-    pcm = A.decode_g722(pkts)
+    pcm, rate = (A.decode_g722(pkts), 16000) if res.codec == "g722" else (A.decode_pcma(pkts), 8000)
     out = []
-    for k, w in enumerate(A.windows(pcm, 16000, 0.02)):
+    for k, w in enumerate(A.windows(pcm, rate, 0.02)):
         if k < len(pkts) and w.dbfs > -40 and abs(w.freq - freq) <= tol:
             out.append(when[id(pkts[k])])
     return out
@@ -36,10 +37,18 @@ def transcript_lines(tmp_path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, transport, tmp_path):
-    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=6.0, speed=4, seed=3)
-    bot = await make_bot(**transport, OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
-    phone = Phone("g722")
+@pytest.mark.parametrize("caller_format, phone_codec", [(f, "g722") for f in ALL_FORMATS] + [("alaw", "pcma")]
+                         + [("websocket/slin24", "g722"), ("websocket/slin16", "g722")],
+                         indirect=["caller_format"])
+async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, caller_format, phone_codec,
+                                                                   tmp_path):
+    """A G.722 phone on every caller format and on chan_websocket; and an A-law phone on alaw: a PSTN-like
+    call where neither Asterisk nor the bot transcodes anything."""
+    # speed 3: the 6 s reply streams for 2 s, still under way when the caller barges in ~1.4 s into it (at
+    # speed 4 the stream ended 60 ms after the barge-in: any hiccup made the test about nothing)
+    fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=6.0, speed=3, seed=3)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings())
+    phone = Phone(phone_codec)
     # a question, then the caller talks over the long reply 2.5 s into the call
     phone.play(A.tone(1000, 0.6, amplitude=AMP) + A.silence(1.9) + A.tone(1000, 1.0, amplitude=AMP))
     res = await place_call("100", phone=phone, call_seconds=3.9, workdir=tmp_path)
@@ -55,8 +64,10 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     heard_ms = len(before) * 20
     [trunc] = fs.events_of("conversation.item.truncate")
     spoke = res.tx_times[int(2.5 / 0.02)]       # the phone's first packet of the talk-over
-    print(f"\n[e2e] barge-in ({'websocket' if transport else 'rtp'}): bot audio stopped {stop_ms:.0f} ms after "
-          f"the model's VAD saw speech, {(before[-1] - spoke) * 1000:.0f} ms after the caller began to speak; "
+    vad_ms = (barge - spoke) * 1000
+    print(f"\n[e2e] barge-in ({caller_format}, {phone_codec} phone): the model's VAD saw the caller {vad_ms:.0f} ms "
+          f"after the words were sent; bot audio stopped {stop_ms:.0f} ms after that, "
+          f"{(before[-1] - spoke) * 1000:.0f} ms after the caller began to speak; "
           f"caller heard {heard_ms} ms, truncate audio_end_ms={trunc['audio_end_ms']}")
     assert stop_ms <= 100
     assert not [t for t in tone_times if barge + 0.1 < t < barge + 1.0], "bot audio resumed"
@@ -65,7 +76,7 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     # the transcript (and so the dashboard) records the barge-in with what the caller heard of the reply
     [cut] = [e for e in transcript_lines(tmp_path) if e["event"] == "barge_in"]
     assert cut["item_id"] == trunc["item_id"] and cut["played_ms"] == trunc["audio_end_ms"]
-    if transport:   # chan_websocket: the cut is Asterisk's FLUSH_MEDIA, what was heard comes from its marks
+    if caller_format.websocket:   # chan_websocket: the cut is Asterisk's FLUSH_MEDIA, what was heard comes from its marks
         await bot.wait_for_log("x call ended")
         [stats] = ended_media_stats(bot)
         assert stats["control"] == "json" and stats["flushes"] >= 1 and stats["marks_processed"] >= 1, stats
@@ -75,10 +86,10 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     assert (await no_leftovers(bot)) == ([], [], [])
 
 
-async def test_model_greeting_is_heard_first(make_bot, fake_model, transport, tmp_path):
+async def test_model_greeting_is_heard_first(make_bot, fake_model, caller_format, tmp_path):
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=1.0, speed=4)
-    bot = await make_bot(**transport, OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="model",
-                         VOICEAI_GREETING_INSTRUCTIONS="Say hello.")
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, VOICEAI_GREETING="model",
+                         VOICEAI_GREETING_INSTRUCTIONS="Say hello.", **caller_format.settings())
     phone = Phone("g722")                      # the caller says nothing
     res = await place_call("100", phone=phone, call_seconds=2.0, workdir=tmp_path)
     pcm = res.audio_16k()
@@ -86,7 +97,7 @@ async def test_model_greeting_is_heard_first(make_bot, fake_model, transport, tm
     assert loud and abs(loud[0].freq - 440) < 30, "the first thing the caller hears is the greeting"
     cov = A.tone_segments(pcm, 16000, 440, tol_hz=30, min_dbfs=-40)
     first_bot_ms = (res.rx_times()[int(cov.start_s / 0.02)] - res.t_answered) * 1000
-    print(f"\n[e2e] model greeting: 200 OK -> first greeting audio at the caller {first_bot_ms:.0f} ms")
+    print(f"\n[e2e] model greeting ({caller_format}): 200 OK -> first greeting audio at the caller {first_bot_ms:.0f} ms")
     assert cov.tone_seconds >= 0.95 and first_bot_ms < 1000
     [create] = fs_events(fake, "response.create")
     assert create["response"]["instructions"] == "Say hello."
@@ -201,9 +212,9 @@ async def test_transfer_tool_hands_the_caller_to_the_dialplan(make_bot, provider
     assert (await no_leftovers(bot)) == ([], [], [])   # our externalMedia, bridge and port are gone
 
 
-async def test_caller_keys_reach_the_model(make_bot, fake_model, transport, tmp_path):
+async def test_caller_keys_reach_the_model(make_bot, fake_model, caller_format, tmp_path):
     fake = await fake_model(mode="tone", tone_seconds=0.3, speed=4)
-    bot = await make_bot(**transport, OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url)
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings())
     phone = Phone("g722")
 
     async def press():
@@ -218,12 +229,12 @@ async def test_caller_keys_reach_the_model(make_bot, fake_model, transport, tmp_
     fs = fake.sessions[0]
     texts = [c["content"][0]["text"] for e in fs.events_of("conversation.item.create")
              for c in [e["item"]] if c["type"] == "message"]
-    print(f"\n[e2e] keypad: the model was told {texts}")
+    print(f"\n[e2e] keypad ({caller_format}): the model was told {texts}")
     assert texts == ["The caller pressed 5 on the keypad.", "The caller pressed 7 on the keypad."]
     assert len(fs.events_of("response.create")) == 2
     log = transcript_lines(tmp_path)
     assert [e["digit"] for e in log if e["event"] == "dtmf"] == ["5", "7"]
-    if transport:   # the keys also came as chan_websocket DTMF_END; ARI's events stay the one source
+    if caller_format.websocket:   # the keys also came as chan_websocket DTMF_END; ARI's events stay the one source
         await bot.wait_for_log("x call ended")
         [stats] = ended_media_stats(bot)
         assert stats["dtmf_events"] == 2, stats

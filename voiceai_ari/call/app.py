@@ -25,8 +25,8 @@ from .call import Call
 from .claims import Claims, stasis_delay_ms
 from .ids import BRIDGE_ID_PREFIX, BRIDGE_NAME_PREFIX, EM_ID_PREFIX, owner_app
 from ..config import Settings
-from ..media.transport import MediaTransport, PortPool, RtpMedia
-from ..media.websocket_channel import WebSocketMedia
+from ..media.choice import media_factory
+from ..media.transport import PortPool
 from ..operate.events import EventHub, call_listener
 from ..operate.metrics import Metrics
 from ..providers.base import ModelSession
@@ -54,6 +54,7 @@ class VoiceAiApp:
                              settings.ari_password.get_secret_value(), settings.ari_app,
                              backoff_initial=0.1, backoff_max=2.0)
         self.pool = PortPool(settings.port_range)
+        self._make_media = media_factory(settings)   # VOICEAI_TRANSPORT; refuses one not built here
         self.calls: dict[str, Call] = {}           # caller channel id -> call
         self._by_channel: dict[str, Call] = {}     # every channel/playback id a call owns -> call
         self._pending: dict[str, list[AriEvent]] = {}   # accepted caller -> its events while its agent is chosen
@@ -258,12 +259,7 @@ class VoiceAiApp:
             chosen = CallAgent(default, default.settings, default.make_session)
         events = self._pending.pop(ch.id, [])
         log.debug("= %s: agent %s chosen in %.1f ms", ch.id, chosen.name, (time.monotonic() - t_start) * 1000)
-        media: MediaTransport
-        if self.settings.transport == "websocket":
-            media = WebSocketMedia(ari_url=self.settings.ari_url, fmt=self.settings.caller_format)
-        else:
-            media = RtpMedia(bind_host=self.settings.rtp_bind, advertise_host=self.settings.rtp_host,
-                             pool=self.pool, return_codec=self.settings.return_codec, dtx=self.settings.dtx)
+        media = self._make_media(self.pool)   # VOICEAI_TRANSPORT, VOICEAI_CALLER_FORMAT (media/choice.py)
         call = Call(channel=ch, ari=self.ari, media=media, model=chosen.make_session(), tools=chosen.agent.tools,
                     settings=chosen.settings, bind=self._bind, metrics=self.metrics, agent=chosen)
         call.t_start = t_start                 # set-up time includes choosing the agent

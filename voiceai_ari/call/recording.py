@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..media.codec import g711_decode
 from ..media.resample import StreamResampler
 
 log = logging.getLogger("voiceai.recording")
@@ -51,8 +52,9 @@ def dbfs(pcm: bytes | None) -> float:
 
 class AudioTap:
     def __init__(self, send: Callable[[bytes], None], clock: Callable[[], float],
-                 recorder: Recording | None = None) -> None:
+                 recorder: Recording | None = None, law: str | None = None) -> None:
         self._send, self._clock, self.recorder = send, clock, recorder
+        self.law = law     # G.711 passthrough: both sides are ulaw/alaw bytes, decoded only when looked at
         self._last = [b"", b""]
         self._frames = [0, 0]
         self._seen = [0, 0]
@@ -77,7 +79,10 @@ class AudioTap:
         for side in (CALLER, BOT):
             fresh = self._frames[side] != self._seen[side]
             self._seen[side] = self._frames[side]
-            out.append(round(dbfs(self._last[side]), 1) if fresh else -90.0)
+            pcm = self._last[side]
+            if fresh and self.law is not None and pcm:
+                pcm = g711_decode(pcm, self.law)
+            out.append(round(dbfs(pcm), 1) if fresh else -90.0)
         return out[0], out[1]
 
     def close(self) -> None:
@@ -118,6 +123,8 @@ class _Track:
             log.error("! recording %s cannot be written: %s", self.rec.path, exc)
 
     def frame(self, side: int, t: float, pcm: bytes) -> None:
+        if self.rec.law is not None:                    # G.711 passthrough: decoded here, off the loop
+            pcm = g711_decode(pcm, self.rec.law)
         if side == CALLER and self.up is not None:
             pcm = self.up.process(pcm)
         n = len(pcm) // 2
@@ -262,9 +269,10 @@ class Recording:
     """One call's recording, written by the shared writer thread. `put` is called from the event loop."""
 
     def __init__(self, folder: str, stem: str, *, t0: float, caller_rate: int, rate: int,
-                 retention_days: int = 0) -> None:
+                 retention_days: int = 0, law: str | None = None) -> None:
         self.path = Path(folder) / f"{SAFE.sub('_', stem)}.wav"
         self.t0, self.caller_rate, self.rate, self.retention_days = t0, caller_rate, rate, retention_days
+        self.law = law     # "ulaw"/"alaw": frames of both sides are G.711 bytes (8 kHz), decoded by the writer
         self._w = _get_writer()
         self._w.put(("open", self))
         self.closed = False
@@ -288,11 +296,13 @@ def tap_call(call: Any) -> AudioTap:
     s, media = call.settings, call.media
     clock = asyncio.get_running_loop().time
     rate = getattr(media, "sent_rate", MODEL_RATE)
+    law = getattr(media, "audio_law", None)   # G.711 passthrough: what passes both ways is ulaw/alaw, 8 kHz
+    caller_rate = 8000 if law else MODEL_RATE
     recorder = None
     if s.record_dir and s.record:   # the process has a folder and the call's agent records
-        recorder = Recording(s.record_dir, call.transcript.stem, t0=clock(), caller_rate=MODEL_RATE, rate=rate,
-                             retention_days=s.record_retention_days)
-    tap = AudioTap(call.model.send_audio, clock, recorder)
+        recorder = Recording(s.record_dir, call.transcript.stem, t0=clock(), caller_rate=caller_rate, rate=rate,
+                             retention_days=s.record_retention_days, law=law)
+    tap = AudioTap(call.model.send_audio, clock, recorder, law)
     if hasattr(media, "on_sent"):
         media.on_sent = tap.bot
     return tap

@@ -139,11 +139,11 @@ class Settings(BaseSettings):
 
     # --- media ---------------------------------------------------------------------------------------------
     transport: Literal["rtp", "websocket"] = Field(
-        "rtp", description="media path: rtp (externalMedia over UDP) or websocket (Asterisk's chan_websocket, "
-        "the bot dials ARI's /media; Asterisk >= 22.8)")
+        "rtp", description="media path to Asterisk: rtp (externalMedia over RTP/UDP) or websocket (Asterisk's "
+        "chan_websocket, the bot dials ARI's /media; Asterisk >= 22.8)")
     caller_format: Literal["slin24", "slin16", "ulaw", "alaw"] = Field(
-        "slin24", description="externalMedia format; websocket: slin24 (the model's rate, nothing converted) "
-        "or slin16 (resampled here)")
+        "slin24", description="externalMedia format: slin24 (24 kHz, the model's rate), slin16 (the bot "
+        "resamples 16->24 kHz), ulaw/alaw (G.711 passed through to the model both ways; rtp, openai-realtime)")
     rtp_host: str = Field("127.0.0.1", description="IPv4 address (or name) Asterisk sends the call's RTP to")
     rtp_bind: str = Field("127.0.0.1", description="local IPv4 address the RTP sockets bind to")
     rtp_ports: str = Field("40000-40199", description="UDP port range for calls, e.g. 40000-40199")
@@ -321,13 +321,6 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _transport_takes_its_formats(self) -> "Settings":
-        if self.transport == "websocket" and self.caller_format not in ("slin24", "slin16"):
-            raise ValueError(f"caller_format: {self.caller_format} does not work with VOICEAI_TRANSPORT=websocket "
-                             "(slin24 or slin16)")
-        return self
-
-    @model_validator(mode="after")
     def _modes_have_their_settings(self) -> "Settings":
         if self.credentials == "token_service" and not self.token_service_url.startswith(("http://", "https://")):
             raise ValueError("token_service_url: required (http:// or https://) with VOICEAI_CREDENTIALS=token_service")
@@ -348,6 +341,23 @@ class Settings(BaseSettings):
                              "has no idle timeout for semantic_vad)")
         if self.fallback == "transfer" and not self.fallback_target:
             raise ValueError("fallback_target: required with VOICEAI_FALLBACK=transfer")
+        return self
+
+    @model_validator(mode="after")
+    def _media_formats_fit(self) -> "Settings":
+        if self.caller_format in ("ulaw", "alaw"):
+            if self.provider == "gemini-live":
+                raise ValueError(f"caller_format: {self.caller_format} is passed through to the model as G.711, "
+                                 "and gemini-live takes PCM only: use slin16 or slin24")
+            if self.provider == "openai-live":
+                raise ValueError(f"caller_format: {self.caller_format} passthrough is built for openai-realtime "
+                                 "only: use slin16 or slin24 with openai-live")
+            if self.transport == "websocket":
+                raise ValueError(f"caller_format: {self.caller_format} over VOICEAI_TRANSPORT=websocket is not "
+                                 "supported: use slin16 or slin24")
+            if self.return_codec != "g722":
+                raise ValueError(f"return_codec: {self.return_codec} cannot be used with VOICEAI_CALLER_FORMAT="
+                                 f"{self.caller_format}: the bot answers in the caller's G.711")
         return self
 
     @property

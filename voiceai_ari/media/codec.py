@@ -23,7 +23,7 @@ import G722
 import numpy as np
 
 __all__ = [
-    "G722_PT9", "L16_8K_PT11", "RETURN_FORMATS", "FrameEncoder", "G722Decoder", "G722Encoder", "L16Encoder",
+    "ALAW_SILENCE", "G711_DECODE", "G722_PT9", "ULAW_SILENCE", "g711_decode", "g711_encode", "L16_8K_PT11", "RETURN_FORMATS", "FrameEncoder", "G722Decoder", "G722Encoder", "L16Encoder",
     "ReturnFormat", "make_encoder", "pcm_le_to_be", "slin_be_to_le",
 ]
 
@@ -166,3 +166,70 @@ class G722Decoder:
         """160 B of G.722 → 320 samples of 16 kHz PCM16 LE (640 B)."""
         # array('h') without g722-numpy, ndarray with it; either way native int16.
         return np.asarray(self._codec.decode(payload), np.int16).astype("<i2", copy=False).tobytes()
+
+
+# --- G.711 (ITU-T G.711 μ-law and A-law), for the fake model, tests and benchmarks --------------------------
+# The bot itself never encodes or decodes G.711: with VOICEAI_CALLER_FORMAT=ulaw|alaw the payloads go between
+# Asterisk and the model untouched. The tables are built once with numpy (audioop is gone in Python 3.13).
+
+ULAW_SILENCE = 0xFF   # μ-law code of 0 (positive zero)
+ALAW_SILENCE = 0xD5   # A-law code of 0 (positive zero, after the 0x55 toggle)
+
+
+def _ulaw_decode_table() -> np.ndarray:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    return np.where(u & 0x80, 0x84 - t, t - 0x84).astype(np.int16)
+
+
+def _alaw_decode_table() -> np.ndarray:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    seg = (a & 0x70) >> 4
+    t = (a & 0x0F) << 4
+    t = np.where(seg == 0, t + 8, np.where(seg == 1, t + 0x108, (t + 0x108) << np.maximum(seg - 1, 0)))
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+G711_DECODE = {"ulaw": _ulaw_decode_table(), "alaw": _alaw_decode_table()}
+# encoding by table: every int16 value -> the code whose decoded value is nearest (ties to the larger
+# magnitude's segment do not matter at these step sizes); 64 KiB per law, built on first use
+_ENCODE: dict[str, np.ndarray] = {}
+
+
+def _encode_table(law: str) -> np.ndarray:
+    table = _ENCODE.get(law)
+    if table is None:
+        dec = G711_DECODE[law].astype(np.int32)
+        order = np.argsort(dec, kind="stable")
+        values = dec[order]
+        x = np.arange(-32768, 32768, dtype=np.int32)
+        i = np.clip(np.searchsorted(values, x), 1, 255)
+        nearer_low = (x - values[i - 1]) <= (values[i] - x)
+        codes = np.where(nearer_low, order[i - 1], order[i])
+        # zero encodes to the law's positive zero (what a silent line carries)
+        codes[32768] = ULAW_SILENCE if law == "ulaw" else ALAW_SILENCE
+        table = _ENCODE[law] = codes.astype(np.uint8)
+    return table
+
+
+def g711_encode(pcm_le: bytes, law: str) -> bytes:
+    """PCM16 LE (8 kHz) to G.711 ``law`` ("ulaw" or "alaw"), one byte per sample.
+
+    Raises:
+        ValueError: odd byte count, or an unknown law.
+    """
+    if law not in G711_DECODE:
+        raise ValueError(f"unknown G.711 law {law!r}")
+    x = np.frombuffer(pcm_le, "<i2").astype(np.int32) + 32768
+    return _encode_table(law)[x].tobytes()
+
+
+def g711_decode(payload: bytes, law: str) -> bytes:
+    """G.711 ``law`` bytes to PCM16 LE (8 kHz), two bytes per input byte.
+
+    Raises:
+        ValueError: an unknown law.
+    """
+    if law not in G711_DECODE:
+        raise ValueError(f"unknown G.711 law {law!r}")
+    return G711_DECODE[law][np.frombuffer(payload, np.uint8)].astype("<i2", copy=False).tobytes()

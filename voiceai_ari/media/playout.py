@@ -24,16 +24,24 @@ class Playout:
     Chunks are queued as received (``bytes`` are not copied) with a read offset into the first, so
     pushing a 60-second response at once is cheap and each ``pop`` copies only the 20 ms it returns.
 
+    ``sample_bytes=1`` with a ``pad`` byte is G.711 passthrough (8 kHz, 160 bytes per frame, one byte a
+    sample): no odd-byte carry, and the end-of-item padding is the law's silence code, not zeros.
+
     Call ``pop()`` once per send tick: a ``None`` is what marks the gap that makes the next frame
     start a talkspurt (RTP marker bit), and, while an item is mid-stream, counts an underrun
     (one per missed 20 ms slot).
     """
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, sample_bytes: int = 2, pad: int = 0) -> None:
         if rate <= 0 or rate % 50:
             raise ValueError(f"sample rate {rate} is not a whole number of samples per 20 ms")
+        if sample_bytes not in (1, 2):
+            raise ValueError("sample_bytes must be 1 (G.711) or 2 (PCM16)")
         self.rate = rate
-        self.frame_bytes = rate // 50 * 2
+        self.sample_bytes = sample_bytes
+        self._bytes_per_s = rate * sample_bytes
+        self._pad = bytes((pad,))
+        self.frame_bytes = rate // 50 * sample_bytes
         # (item_id, is_padding, even-length bytes); padding from end_item() is sent but is no item's audio
         self._chunks: deque[tuple[str | None, bool, bytes]] = deque()
         self._offset = 0  # bytes of _chunks[0] already popped
@@ -49,14 +57,14 @@ class Playout:
     @property
     def queued_ms(self) -> int:
         """Milliseconds queued, including a partial frame and end-of-item padding."""
-        return self._queued * 500 // self.rate
+        return self._queued * 1000 // self._bytes_per_s
 
     def push(self, pcm_le: bytes, item_id: str | None = None) -> None:
         """Queue audio; never drops any.  An odd trailing byte is held for the next push."""
         if self._odd:
             pcm_le = self._odd + pcm_le
             self._odd = b""
-        if len(pcm_le) % 2:
+        if len(pcm_le) % 2 and self.sample_bytes == 2:
             self._odd = pcm_le[-1:]
             pcm_le = pcm_le[:-1]
         if pcm_le:
@@ -72,7 +80,7 @@ class Playout:
         """
         short = -(self._queued + len(self._odd)) % self.frame_bytes
         if self._odd or short:
-            self._chunks.append((None, True, self._odd + bytes(short)))
+            self._chunks.append((None, True, self._odd + self._pad * short))
             self._queued += len(self._odd) + short
             self._odd = b""
         self._open = False
@@ -147,7 +155,7 @@ class Playout:
 
     def played_ms(self, item_id: str | None) -> int:
         """Milliseconds of ``item_id``'s audio popped (sent) so far; end-of-item padding excluded."""
-        return self._played.get(item_id, 0) * 500 // self.rate
+        return self._played.get(item_id, 0) * 1000 // self._bytes_per_s
 
 
 class PacingClock:

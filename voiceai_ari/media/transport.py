@@ -1,9 +1,10 @@
 """Media transports: how a call's audio gets between Asterisk and the bot.
 
 `MediaTransport` is the narrow interface a `Call` uses; `RtpMedia` implements it for ARI externalMedia over
-RTP/UDP (slin24 big-endian in: Asterisk resamples to the model's rate in C; G.722 PT 9, or L16 8 kHz PT 11,
-out). Another transport (ulaw passthrough, Asterisk's WebSocket channel) is one more class with the same
-five methods.
+RTP/UDP in the caller format of `formats.py`: slin24 big-endian in (Asterisk resamples to the model's rate
+in C) or slin16 (our resampler, 16→24 kHz), G.722 PT 9 or L16 8 kHz PT 11 out; or G.711 (ulaw/alaw) passed
+through untouched both ways, PT 0/8. Another transport (Asterisk's WebSocket channel) is one more class with
+the same methods.
 
 The asyncio parts here only move bytes between the socket, the loop's clock and the sans-I/O cores:
 `InboundFilter` (rtp.py), `StreamResampler` (resample.py), `Playout`/`PacingClock` (playout.py) and the
@@ -25,19 +26,22 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .codec import make_encoder, slin_be_to_le
+from .formats import CallerFormat
+from .formats import caller_format as caller_format_row
+from .ports import PortPool
 from ..providers.base import MODEL_RATE
 from .playout import PacingClock, Playout
 from .resample import StreamResampler
 from .rtp import InboundFilter, RtpSender
 
+__all__ = ["CALLER_FORMAT", "FrameClock", "MediaTransport", "PortPool", "RtpMedia"]
+
 log = logging.getLogger("voiceai.media")
 
-# What externalMedia is asked for. slin24 is the model's own rate, so the caller's audio needs only a byte
-# swap here; Asterisk resamples in C (its translator), which costs it less than numpy costs us. Asterisk
+# What externalMedia is asked for by default. slin24 is the model's own rate, so the caller's audio needs only
+# a byte swap here; Asterisk resamples in C (its translator), which costs it less than numpy costs us. Asterisk
 # sends it on a dynamic PT (123 on 22.10.1) that the inbound gate learns from the first packet.
 CALLER_FORMAT = "slin24"
-CALLER_RATE = MODEL_RATE
-CALLER_FRAME_BYTES = CALLER_RATE // 50 * 2
 DRAIN_MARGIN = 0.060        # s after the last frame left, so it reaches the caller before a BYE
 UPLINK_FILL_AFTER = 0.060    # s without caller RTP before silence is fed to the model (simple_bridge gaps)
 DTX_KEEPALIVE_FRAMES = 50    # with dtx: one silent packet per second while the bot is silent
@@ -45,7 +49,8 @@ TICK_LATE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05)   # s; how late the shared 
 
 
 class MediaTransport(Protocol):
-    """What a Call needs from a media path. Audio in and out is 24 kHz PCM16 LE (the model's format)."""
+    """What a Call needs from a media path. Audio in and out is in the model session's format: 24 kHz PCM16
+    LE, or G.711 (8 kHz, a byte a sample) with a G.711 caller format."""
 
     on_audio: Callable[[bytes], None] | None
     external_format: str   # the externalMedia `format` this transport expects from Asterisk
@@ -81,31 +86,6 @@ class MediaTransport(Protocol):
 
     async def close(self) -> None:
         """Stop the clock and release the socket; idempotent."""
-
-
-class PortPool:
-    """The configured UDP port range, handed out round-robin; a port is in use until released."""
-
-    def __init__(self, ports: range) -> None:
-        self._ports = ports
-        self._free = list(ports)
-        self._used: set[int] = set()
-
-    def take(self) -> int:
-        if not self._free:
-            raise RuntimeError(f"no free RTP port in {self._ports.start}-{self._ports.stop - 1}")
-        port = self._free.pop(0)
-        self._used.add(port)
-        return port
-
-    def release(self, port: int) -> None:
-        if port in self._used:
-            self._used.remove(port)
-            self._free.append(port)
-
-    @property
-    def in_use(self) -> int:
-        return len(self._used)
 
 
 class FrameClock:
@@ -201,24 +181,39 @@ class FrameClock:
 
 
 class RtpMedia(asyncio.DatagramProtocol):
-    """ARI externalMedia over RTP/UDP for one call."""
-
-    external_format = CALLER_FORMAT
+    """ARI externalMedia over RTP/UDP for one call, in one caller format (`formats.CALLER_FORMATS`)."""
 
     def __init__(self, *, bind_host: str, advertise_host: str, pool: PortPool,
-                 return_codec: str = "g722", clock: FrameClock | None = None, dtx: bool = False) -> None:
+                 return_codec: str = "g722", clock: FrameClock | None = None, dtx: bool = False,
+                 caller_format: str | CallerFormat = CALLER_FORMAT) -> None:
         self._bind_host, self._advertise_host, self._pool = bind_host, advertise_host, pool
         self.port = 0
         self.on_audio: Callable[[bytes], None] | None = None
         self.on_sent: Callable[[bytes], None] | None = None   # each bot frame as sent (meters, recording)
-        self.filter = InboundFilter(payload_type=None, payload_bytes=CALLER_FRAME_BYTES)
-        self.encoder = make_encoder(return_codec)
-        fmt = self.encoder.fmt
-        self._down = StreamResampler(MODEL_RATE, fmt.sample_rate)
-        self.playout = Playout(fmt.sample_rate)
-        self._silence = bytes(fmt.sample_rate // 50 * 2)
-        self._uplink_silence = bytes(MODEL_RATE // 50 * 2)
-        self.sender = RtpSender(fmt.payload_type, fmt.ts_step)
+        cf = self.format = caller_format if isinstance(caller_format, CallerFormat) else \
+            caller_format_row(caller_format)
+        self.external_format = cf.name
+        self.filter = InboundFilter(payload_type=cf.payload_type, payload_bytes=cf.payload_bytes)
+        # caller audio -> the model's: a byte swap (slin24), our resampler (slin16), or nothing (G.711)
+        self._up = StreamResampler(cf.rate, MODEL_RATE) if not cf.passthrough and cf.rate != MODEL_RATE else None
+        self._passthrough = cf.passthrough
+        self._uplink_silence = bytes((cf.silence_byte,)) * cf.model_frame_bytes
+        if cf.passthrough:
+            # G.711 both ways: the model's bytes are the payload; nothing is resampled or encoded
+            self.encoder = None
+            self._down = None
+            self.playout = Playout(8000, sample_bytes=1, pad=cf.silence_byte)
+            self._silence = bytes((cf.silence_byte,)) * cf.payload_bytes
+            self.sender = RtpSender(cf.payload_type or 0, 160)
+            self.codec_name = cf.name
+        else:
+            self.encoder = make_encoder(return_codec)
+            fmt = self.encoder.fmt
+            self._down = StreamResampler(MODEL_RATE, fmt.sample_rate)
+            self.playout = Playout(fmt.sample_rate)
+            self._silence = bytes(fmt.sample_rate // 50 * 2)
+            self.sender = RtpSender(fmt.payload_type, fmt.ts_step)
+            self.codec_name = fmt.name
         self._dtx = dtx
         self._quiet = 0                    # silent frames in a row (dtx)
         self.dtx_skipped = 0
@@ -265,8 +260,14 @@ class RtpMedia(asyncio.DatagramProtocol):
 
     @property
     def sent_rate(self) -> int:
-        """Sample rate of the frames given to `on_sent` (the return codec's)."""
-        return self.encoder.fmt.sample_rate
+        """Sample rate of the frames given to `on_sent` (the return codec's; G.711 passthrough: 8000)."""
+        return 8000 if self.encoder is None else self.encoder.fmt.sample_rate
+
+    @property
+    def audio_law(self) -> str | None:
+        """"ulaw"/"alaw" when the call's audio passes through as G.711 both ways (what `on_audio` and
+        `on_sent` carry), else None (16-bit PCM)."""
+        return self.format.name if self._passthrough else None
 
     def set_remote(self, host: str, port: int) -> None:
         self._remote = (host, port)
@@ -285,7 +286,12 @@ class RtpMedia(asyncio.DatagramProtocol):
             return
         self._last_rx = self._loop.time()
         if self.on_audio is not None:
-            self.on_audio(slin_be_to_le(payload))
+            if self._passthrough:
+                self.on_audio(payload)
+            elif self._up is None:
+                self.on_audio(slin_be_to_le(payload))
+            else:
+                self.on_audio(self._up.process(payload, big_endian=True))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable while Asterisk's side is not up yet, etc.: not fatal for the call
@@ -296,6 +302,9 @@ class RtpMedia(asyncio.DatagramProtocol):
         if item_id in self._muted:
             return
         self._item = item_id
+        if self._down is None:                 # G.711 passthrough: queued as it came
+            self.playout.push(pcm, item_id)
+            return
         if self._odd:                          # a delta may split a sample: carry the odd byte over
             pcm, self._odd = self._odd + pcm, b""
         if len(pcm) & 1:
@@ -308,6 +317,9 @@ class RtpMedia(asyncio.DatagramProtocol):
         self._odd = b""
         if self._item in self._muted:
             return
+        if self._down is None:
+            self.playout.end_item()
+            return
         tail = self._down.flush()
         if tail:
             self.playout.push(tail, self._item)
@@ -315,7 +327,8 @@ class RtpMedia(asyncio.DatagramProtocol):
         self._down.reset()
 
     def interrupt(self) -> tuple[str | None, int]:
-        self._down.reset()
+        if self._down is not None:
+            self._down.reset()
         self._odd = b""
         item_id, played_ms = self.playout.clear()
         if self._item is not None:
@@ -344,11 +357,12 @@ class RtpMedia(asyncio.DatagramProtocol):
                     self.sender.skip()
                     self.dtx_skipped += 1
                     return
-            payload, marker = self.encoder.encode(self._silence), False
+            marker = False
+            payload = self._silence if self.encoder is None else self.encoder.encode(self._silence)
         else:
             self._quiet = 0
             frame, marker = item
-            payload = self.encoder.encode(frame)
+            payload = frame if self.encoder is None else self.encoder.encode(frame)
             if self.on_sent is not None:
                 self.on_sent(frame)
         if self._transport is not None and self._remote is not None:
@@ -376,7 +390,7 @@ class RtpMedia(asyncio.DatagramProtocol):
                 "audio_in_ms": f.accepted * 20, "audio_out_ms": self.playout.frames_out * 20,
                 "uplink_fill_frames": self.uplink_fill_frames, "socket_errors": self.socket_errors,
                 "dtx_skipped": self.dtx_skipped,
-                "codec": self.encoder.fmt.name}
+                "codec": self.codec_name, "caller_format": self.external_format}
 
     async def close(self) -> None:
         if self.closed:

@@ -18,10 +18,16 @@ import aiohttp
 
 from ..ari import AriClient, AriError, AriUnavailable
 from ..config import ConfigError, Settings, load_settings
-from ..media.transport import CALLER_FORMAT
+from ..media.formats import caller_format
 
-REQUIRED_MODULES = ("res_ari.so", "app_stasis.so", "chan_rtp.so", "codec_g722.so", "res_pjsip.so")
-WEBSOCKET_MODULES = ("res_ari.so", "app_stasis.so", "chan_websocket.so", "res_http_websocket.so", "res_pjsip.so")
+REQUIRED_MODULES = ("res_ari.so", "app_stasis.so", "res_pjsip.so")
+# what each media path needs on the PBX (docs/existing-pbx.md): the channel driver, and the codecs Asterisk
+# translates with (slin: codec_resample makes the caller's rate; G.722 is the return path; G.711 passthrough
+# needs the law's codec to transcode callers that do not speak it)
+TRANSPORT_MODULES = {"rtp": ("chan_rtp.so", "res_rtp_asterisk.so"),
+                     "websocket": ("chan_websocket.so", "res_http_websocket.so")}
+FORMAT_MODULES = {"slin24": ("codec_resample.so", "codec_g722.so"), "slin16": ("codec_resample.so", "codec_g722.so"),
+                  "ulaw": ("codec_ulaw.so",), "alaw": ("codec_alaw.so",)}
 
 
 @dataclass
@@ -99,7 +105,8 @@ def required_modules(settings: Settings) -> list[str]:
     targets = list(settings.transfer_targets.values())
     if settings.fallback == "transfer":
         targets.append(settings.fallback_target)
-    mods = list(REQUIRED_MODULES if settings.transport == "rtp" else WEBSOCKET_MODULES)
+    mods = list(REQUIRED_MODULES) + list(TRANSPORT_MODULES[settings.transport])
+    mods += [m for m in FORMAT_MODULES[settings.caller_format] if settings.transport == "rtp" or "g722" not in m]
     if any("/" not in t for t in targets):
         mods.append("func_dialplan.so")
     if any(t.strip().upper().startswith("PJSIP/") for t in targets):
@@ -121,9 +128,10 @@ async def _modules(ari: AriClient, settings: Settings) -> Step:
     missing = [m for m in required if m not in mods]
     if missing:
         return Step("Asterisk modules", False, "not loaded: " + ", ".join(missing),
-                    "add `load = <module>` to modules.conf (codec_g722 carries the return audio; chan_websocket "
-                    "(Asterisk 22.8+) and res_http_websocket the websocket transport; func_dialplan and "
-                    "res_pjsip_refer serve transfers), then restart")
+                    f"add `load = <module>` to modules.conf (VOICEAI_TRANSPORT={settings.transport} and "
+                    f"VOICEAI_CALLER_FORMAT={settings.caller_format} need the channel driver and codecs listed in "
+                    "docs/existing-pbx.md; chan_websocket needs Asterisk 22.8+; func_dialplan and res_pjsip_refer "
+                    "serve transfers), then restart")
     return Step("Asterisk modules", True, ", ".join(required))
 
 
@@ -140,8 +148,12 @@ async def _app(ari: AriClient, settings: Settings) -> Step:
 
 
 async def _media(settings: Settings) -> Step:
-    """Asterisk → us: an externalMedia channel to VOICEAI_RTP_HOST:port with a tone played into it."""
+    """Asterisk → us: an externalMedia channel to VOICEAI_RTP_HOST:port with a tone played into it, in the
+    configured caller format (its payload size is checked too)."""
     name = "RTP from Asterisk"
+    if settings.transport != "rtp":
+        return Step(name, True, f"not used: VOICEAI_TRANSPORT={settings.transport}")
+    fmt = caller_format(settings.caller_format)
     loop = asyncio.get_running_loop()
     proto = _Rtp()
     transport = None
@@ -165,7 +177,7 @@ async def _media(settings: Settings) -> Step:
                 checker.base_url.replace("http", "ws", 1) + "/ari/events", params={"app": check_app},
                 headers={"Authorization": aiohttp.encode_basic_auth(
                     settings.ari_user, settings.ari_password.get_secret_value())}) as ws:
-            await checker.external_media(external_host=f"{host}:{port}", fmt=CALLER_FORMAT, channel_id=em_id)
+            await checker.external_media(external_host=f"{host}:{port}", fmt=fmt.name, channel_id=em_id)
             async with asyncio.timeout(3.0):   # media can be played only once the channel is in the app
                 async for msg in ws:
                     if em_id in msg.data and '"StasisStart"' in msg.data:
@@ -181,8 +193,13 @@ async def _media(settings: Settings) -> Step:
             finally:
                 await checker.hangup(em_id)
         pt = data[1] & 0x7F if len(data) > 1 else -1
+        if len(data) - 12 != fmt.payload_bytes or (fmt.payload_type is not None and pt != fmt.payload_type):
+            return Step(name, False, f"{len(data)}-byte RTP (PT {pt}) from {src[0]}:{src[1]}: not {fmt.name} "
+                                     f"({fmt.payload_bytes}-byte payloads" + (f", PT {fmt.payload_type})"
+                                                                              if fmt.payload_type is not None else ")"),
+                        f"this Asterisk does not send {fmt.name} as asked: see docs/existing-pbx.md")
         return Step(name, True,
-                    f"{len(data)}-byte RTP (PT {pt}, {CALLER_FORMAT}) from {src[0]}:{src[1]} to {host}:{port}")
+                    f"{len(data)}-byte RTP (PT {pt}, {fmt.name}) from {src[0]}:{src[1]} to {host}:{port}")
     except (AriError, AriUnavailable, OSError, aiohttp.ClientError) as exc:
         return Step(name, False, f"{type(exc).__name__}: {exc}",
                     "externalMedia needs chan_rtp and res_ari_channels; see the Asterisk log")

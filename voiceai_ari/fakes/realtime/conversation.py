@@ -36,6 +36,8 @@ import string
 from dataclasses import dataclass, field
 
 from .. import audio_gen
+from ...media.codec import g711_decode, g711_encode
+from ...media.resample import StreamResampler
 from .schema import SERVER_ERROR_MESSAGE, RealtimeError, check_item, check_response_params, need, new_id
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,38 @@ log = logging.getLogger(__name__)
 RATE = 24000
 FAIL_TYPES = {"insufficient_quota": "insufficient_quota", "rate_limit_exceeded": "rate_limit_exceeded",
               "server_error": "server_error"}
-BYTES_PER_MS = RATE * 2 // 1000  # 48
+BYTES_PER_MS = RATE * 2 // 1000  # 48; the session keeps all input audio as 24 kHz PCM16, whatever its format
 TONE_MARK = re.compile(r"\[tone (\d{2,4}) Hz\]")   # FakeRealtimeServer(tone_from_instructions=True)
+G711_LAWS = {"audio/pcmu": "ulaw", "audio/pcma": "alaw"}
+for _law in G711_LAWS.values():
+    g711_encode(bytes(2), _law)   # builds the law's 64 KiB table now, not inside the first reply
+
+
+class G711Stream:
+    """24 kHz PCM16 LE (what the fake makes and keeps) to 8 kHz G.711, as the real server sends pcmu/pcma, one
+    delta at a time: converting a whole long reply at once would hold the event loop (and with it whatever
+    else runs in the process, such as a test's phone) for tens of milliseconds. ``total`` caps the output at
+    the reply's own length (the filter's flushed tail is cut)."""
+
+    def __init__(self, law: str, total: int) -> None:
+        self.law, self.left = law, total
+        self._down = StreamResampler(RATE, 8000)
+
+    def take(self, pcm: bytes, last: bool) -> bytes:
+        out = self._down.process(pcm) + (self._down.flush() if last else b"")
+        enc = g711_encode(out[:2 * self.left], self.law)
+        self.left -= len(enc)
+        return enc
+
+
+def to_g711(pcm: bytes, law: str) -> bytes:
+    """A whole reply as 8 kHz G.711 (tests)."""
+    return G711Stream(law, len(pcm) // 6).take(pcm, last=True)
+
+
+def from_g711(payload: bytes, law: str, up: StreamResampler) -> bytes:
+    """8 kHz G.711 (pcmu/pcma input) to the 24 kHz PCM16 the fake's VAD and echo work on."""
+    return up.process(g711_decode(payload, law))
 
 
 @dataclass
@@ -192,10 +224,13 @@ class ConversationMixin:
         cuts = sorted(self._rng.sample(range(1, len(text)), k - 1)) if k > 1 else []
         return [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
 
-    def _chunks(self, pcm: bytes) -> list[bytes]:
+    def _chunks(self, pcm: bytes, sample_bytes: int = 2) -> list[bytes]:
+        """10..200 ms pieces of whole samples (24 kHz PCM16: sample_bytes 2; 6: whole 8 kHz samples of it, for
+        a G.711 output)."""
         out, pos = [], 0
+        rate = RATE if sample_bytes == 2 else 8000
         while pos < len(pcm):
-            n = 2 * self._rng.randint(RATE // 100, RATE // 5)  # 10..200 ms, whole samples
+            n = sample_bytes * self._rng.randint(rate // 100, rate // 5)
             out.append(pcm[pos:pos + n])
             pos += n
         return out
@@ -235,10 +270,10 @@ class ConversationMixin:
         if spec is not None and spec.get("text") is not None and (silent or modality == "text"):
             text = spec["text"]
         t0 = asyncio.get_running_loop().time() + self.server.response_delay_s
-        output, cancelled, sent_bytes, sent_text = [], False, 0, ""
+        output, cancelled, sent_ms, sent_text = [], False, 0.0, ""
         if not (silent and (spec.get("text") is None)):
-            item, cancelled, sent_bytes, sent_text = await self._stream_message(
-                r, t0, modality == "audio" and not silent, pcm, text, in_conv)
+            item, cancelled, sent_ms, sent_text = await self._stream_message(
+                r, t0, modality == "audio" and not silent, pcm, text, in_conv, out_audio["format"])
             output.append(item)
         elif await self._until(r, t0):
             cancelled = True
@@ -248,7 +283,7 @@ class ConversationMixin:
             output.append(item)
             sent_text += item["arguments"]
         in_tokens = 120 + len(self._last_utterance or b"") // (BYTES_PER_MS * 100)
-        out_audio_tok, out_text_tok = int(sent_bytes / BYTES_PER_MS / 50), max(1, len(sent_text) // 4)
+        out_audio_tok, out_text_tok = int(sent_ms / 50), max(1, len(sent_text) // 4)
         resp.update(status="cancelled" if cancelled else "completed", output=copy.deepcopy(output),
                     status_details={"type": "cancelled", "reason": r.reason} if cancelled else None,
                     usage={"total_tokens": in_tokens + out_audio_tok + out_text_tok, "input_tokens": in_tokens,
@@ -257,7 +292,7 @@ class ConversationMixin:
                                                    "image_tokens": 0, "cached_tokens": 0, "cached_tokens_details":
                                                    {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
                            "output_token_details": {"text_tokens": out_text_tok, "audio_tokens": out_audio_tok}})
-        await self._finish(r, resp, 0 if cancelled else sent_bytes / BYTES_PER_MS)
+        await self._finish(r, resp, 0 if cancelled else sent_ms)
 
     async def _finish(self, r: _Response, resp: dict, playback_ms: float) -> None:
         """response.done; an idle timeout counts from when the caller has heard the response (A.4)."""
@@ -274,8 +309,13 @@ class ConversationMixin:
         await self._finish(r, resp, 0)
 
     async def _stream_message(self, r: _Response, t0: float, is_audio: bool, pcm: bytes, text: str,
-                              in_conv: bool) -> tuple[dict, bool, int, str]:
-        """The assistant message item at output_index 0; returns (item, cancelled, audio bytes, text sent)."""
+                              in_conv: bool, fmt: dict | None = None) -> tuple[dict, bool, float, str]:
+        """The assistant message item at output_index 0; returns (item, cancelled, audio ms, text sent).
+
+        ``pcm`` is 24 kHz PCM16; an ``audio/pcmu|pcma`` output format gets it as 8 kHz G.711."""
+        law = G711_LAWS.get((fmt or {}).get("type", "audio/pcm"))
+        bpm = BYTES_PER_MS if law is None else 8
+        g711 = G711Stream(law, len(pcm) // 6) if is_audio and law is not None else None
         item_id = new_id("item")
         item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
                 "role": "assistant", "content": []}
@@ -288,14 +328,15 @@ class ConversationMixin:
         kind, key = ("audio", "transcript") if is_audio else ("text", "text")
         await self._send("response.content_part.added", **ids, content_index=0, part={"type": kind, key: ""})
         pieces = self._pieces(text) if text else []
-        chunks = self._chunks(pcm) if is_audio else [b""] * len(pieces)
+        # G.711: 24 kHz slices of whole 8 kHz samples (6 bytes each), each converted as it is sent
+        chunks = self._chunks(pcm, 2 if law is None else 6) if is_audio else [b""] * len(pieces)
         sent_text, sent_bytes = "", 0
         if is_audio:
             self._item_audio_ms[item_id] = 0.0
         speed = max(self.server.speed, 1e-6)
         cancelled = False
         for i, chunk in enumerate(chunks):
-            due = t0 + (sent_bytes / BYTES_PER_MS / 1000 if is_audio else i * 0.02) / speed
+            due = t0 + (sent_bytes / bpm / 1000 if is_audio else i * 0.02) / speed
             if await self._until(r, due):
                 cancelled = True
                 break
@@ -304,12 +345,14 @@ class ConversationMixin:
                 await self._send("response.output_audio_transcript.delta" if is_audio
                                  else "response.output_text.delta", **ids, content_index=0, delta=pieces[i])
             if is_audio:
+                if g711 is not None:
+                    chunk = g711.take(chunk, last=i == len(chunks) - 1)
                 await self._send("response.output_audio.delta", **ids, content_index=0,
                                  delta=base64.b64encode(chunk).decode("ascii"))
                 sent_bytes += len(chunk)
-                self._item_audio_ms[item_id] = sent_bytes / BYTES_PER_MS
+                self._item_audio_ms[item_id] = sent_bytes / bpm
                 self._audio_produced = True
-        if not cancelled and (r.cancel.is_set() or await self._until(r, t0 + sent_bytes / BYTES_PER_MS / 1000
+        if not cancelled and (r.cancel.is_set() or await self._until(r, t0 + sent_bytes / bpm / 1000
                                                                      / speed)):
             cancelled = True
         if not cancelled:
@@ -327,7 +370,7 @@ class ConversationMixin:
         if in_conv:
             await self._send("conversation.item.done", previous_item_id=prev, item=copy.deepcopy(item))
         await self._send("response.output_item.done", response_id=r.id, output_index=0, item=copy.deepcopy(item))
-        return item, cancelled, sent_bytes, sent_text
+        return item, cancelled, sent_bytes / bpm, sent_text
 
     async def _stream_function_call(self, r: _Response, call: dict, index: int, in_conv: bool) -> dict:
         """A function_call output item (A.9): added, argument deltas, arguments.done, done."""

@@ -15,7 +15,8 @@ import base64
 import binascii
 import copy
 
-from .conversation import BYTES_PER_MS
+from .conversation import BYTES_PER_MS, G711_LAWS, RATE, from_g711
+from ...media.resample import StreamResampler
 from .schema import RealtimeError, merge_session, missing, need, new_id
 from ..vad import EnergyVad, threshold_to_dbfs
 
@@ -61,7 +62,12 @@ class InputAudioMixin:
             raise RealtimeError("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.",
                                 "audio") from None
         record["audio_bytes"] = len(pcm)
-        if len(pcm) % 2:
+        law = G711_LAWS.get(self.config["audio"]["input"]["format"]["type"])
+        if law is not None:   # 8 kHz G.711 in: kept (and judged by the VAD) as 24 kHz PCM16 like audio/pcm
+            if getattr(self, "_g711_up", None) is None or self._g711_law != law:
+                self._g711_up, self._g711_law = StreamResampler(8000, RATE), law
+            pcm = from_g711(pcm, law, self._g711_up)
+        elif len(pcm) % 2:
             raise RealtimeError("invalid_value", f"Invalid 'audio': audio/pcm must be whole 16-bit samples, "
                                 f"got {len(pcm)} bytes.", "audio")
         self.audio += pcm

@@ -125,9 +125,8 @@ def _check_format(fmt: Any, p: str) -> None:
     kind = need(fmt, "type", p + ".", str, "a string")
     if kind not in ("audio/pcm", "audio/pcmu", "audio/pcma"):
         raise bad_value(p + ".type", kind, ("audio/pcm", "audio/pcmu", "audio/pcma"))
-    if kind != "audio/pcm":  # valid GA, but this fake only speaks 24 kHz PCM16
-        raise RealtimeError("invalid_value", f"The fake Realtime server supports only audio/pcm at 24000 Hz, "
-                            f"not '{kind}'.", p + ".type")
+    if kind != "audio/pcm":  # G.711 at 8 kHz: A.5 has no `rate` for it, and GA rejects unknown fields
+        return check_keys(fmt, {"type"}, p + ".")
     rate = fmt.get("rate", 24000)
     if not isinstance(rate, int) or isinstance(rate, bool):
         raise bad_type(p + ".rate", "an integer", rate)
@@ -285,6 +284,9 @@ def merge_session(current: dict, patch: Any, *, audio_produced: bool) -> dict:
     td = patch.get("audio", {}).get("input", {}).get("turn_detection")
     cur_td = current["audio"]["input"]["turn_detection"]
     merged = deep_merge(current, patch)
+    for side, sub in (patch.get("audio") or {}).items():   # a format is replaced whole (pcmu has no `rate`)
+        if isinstance(sub, dict) and sub.get("format") is not None:
+            merged["audio"][side]["format"] = copy.deepcopy(sub["format"])
     if isinstance(td, dict) and (cur_td is None or cur_td.get("type") != td["type"]):
         merged["audio"]["input"]["turn_detection"] = {**default_turn_detection(td["type"]), **td}
     return merged

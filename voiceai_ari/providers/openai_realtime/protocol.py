@@ -32,7 +32,7 @@ log = logging.getLogger("voiceai.realtime")
 FATAL_CODES = frozenset({"invalid_api_key", "model_not_found", "beta_api_shape_disabled",
                          "insufficient_quota", "invalid_session", "authentication_error"})
 HISTORY_MAX = 40   # finished turns kept to re-seed a new session
-BYTES_PER_MS = 48  # 24 kHz * 2 bytes
+BYTES_PER_MS = 48  # 24 kHz * 2 bytes; a G.711 session has 8 (SessionConfig.bytes_per_ms)
 _DELTA_TYPE = '"response.output_audio.delta"'
 OWN_METADATA = {"voiceai": "replacement"}   # marks the responses we ask for in place of the server's own
 _OWN_MARK = json.dumps(OWN_METADATA)
@@ -97,6 +97,7 @@ class RealtimeProtocol:
 
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
+        self._bytes_per_ms = config.bytes_per_ms
         self.session_id: str | None = None
         self.response_active = False
         self.audio_ms: dict[str, int] = {}       # assistant item -> ms of audio received
@@ -286,7 +287,7 @@ class RealtimeProtocol:
             return []
         n = self._audio_bytes.get(item_id, 0) + len(pcm)
         self._audio_bytes[item_id] = n
-        self.audio_ms[item_id] = n // BYTES_PER_MS
+        self.audio_ms[item_id] = n // self._bytes_per_ms
         return [AudioDelta(item_id, pcm)]
 
     def on_response_output_audio_done(self, ev: _ServerEvent) -> list[ModelEvent]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ...config import Settings
 
+AUDIO_FORMAT_OF_CALLER = {"ulaw": "pcmu", "alaw": "pcma"}   # G.711 passthrough; every slin format is pcm
 DEFAULT_MODEL = "gpt-realtime-2.1"   # gpt-realtime was deprecated 2026-07-20 and shuts down 2027-01-20
 RETIRING = {  # model -> (what OpenAI announced, its successor)
     "gpt-realtime": ("deprecated 2026-07-20, shuts down 2027-01-20", "gpt-realtime-2.1"),
@@ -46,6 +47,7 @@ class SessionConfig:
     noise_reduction: str = ""             # near_field|far_field; "" = not sent
     idle_timeout_ms: int = 0              # server_vad only; 0 = not sent
     language: str = ""                    # transcription language hint (ISO 639-1); "" = not sent
+    audio_format: str = "pcm"             # both ways: pcm (24 kHz PCM16 LE), pcmu or pcma (G.711 passthrough)
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: list[dict[str, Any]], *,
@@ -57,7 +59,8 @@ class SessionConfig:
                    transcription_model=s.transcription_model if transcription else "",
                    reasoning_effort=s.reasoning_effort, truncation=s.truncation_value,
                    noise_reduction=s.noise_reduction, idle_timeout_ms=s.idle_timeout_ms,
-                   language=s.language)
+                   language=s.language,
+                   audio_format=AUDIO_FORMAT_OF_CALLER.get(s.caller_format, "pcm"))
 
     def turn_detection(self) -> dict[str, Any]:
         if self.vad_type == "semantic_vad":
@@ -71,9 +74,20 @@ class SessionConfig:
             td["idle_timeout_ms"] = self.idle_timeout_ms
         return td
 
+    @property
+    def bytes_per_ms(self) -> int:
+        """Bytes of session audio per millisecond: 48 for 24 kHz PCM16, 8 for G.711 (a byte a sample)."""
+        return 48 if self.audio_format == "pcm" else 8
+
+    def format(self) -> dict[str, Any]:
+        """audio.input.format and audio.output.format (A.5: G.711 has no `rate` field)."""
+        if self.audio_format == "pcm":
+            return {"type": "audio/pcm", "rate": 24000}
+        return {"type": "audio/" + self.audio_format}
+
     def session(self) -> dict[str, Any]:
         audio_in: dict[str, Any] = {
-            "format": {"type": "audio/pcm", "rate": 24000},
+            "format": self.format(),
             "turn_detection": self.turn_detection(),
         }
         if self.transcription_model:
@@ -87,7 +101,7 @@ class SessionConfig:
             "output_modalities": ["audio"],
             "instructions": self.instructions,
             "audio": {"input": audio_in,
-                      "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": self.voice}},
+                      "output": {"format": self.format(), "voice": self.voice}},
             "tools": self.tools,
             "tool_choice": "auto",
         }
