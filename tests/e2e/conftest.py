@@ -199,10 +199,22 @@ def provider(request, fake_model, fake_gemini, fake_live) -> Provider:
 
 @pytest.fixture(params=["rtp", "websocket"])
 def transport(request) -> dict[str, str]:
-    """Each test that takes it runs once per media transport: the bot's settings for it (`**transport`)."""
-    if request.param == "websocket":
-        return {"VOICEAI_TRANSPORT": "websocket", "VOICEAI_CALLER_FORMAT": "slin24"}
-    return {}
+    """Each test that takes it runs once per media transport: the bot's settings for it (`**transport`). The
+    caller format is the test's (the `provider` fixture's, slin24 unless it names another)."""
+    return {"VOICEAI_TRANSPORT": request.param}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test parametrised over both transports and providers/formats is not collected for a pair the bot
+    refuses at start (G.711 passthrough is RTP only: tests/test_caller_formats.py covers that refusal)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        refused = params.get("transport") == "websocket" and str(params.get("provider", "")).endswith(("/ulaw", "/alaw"))
+        (drop if refused else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 class CallerFormat:
