@@ -19,3 +19,18 @@ def clean_env(monkeypatch, tmp_path):
         if k.startswith("VOICEAI_") or k in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
             monkeypatch.delenv(k)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+async def built_apps():
+    """The VoiceAiApps a test builds (append them): when the test is over each call is ended and every task
+    the app started is awaited, so no call or task leaks into the next test."""
+    import asyncio
+
+    apps: list = []
+    yield apps
+    for app in apps:
+        for call in list(app.calls.values()):
+            call.end("test over")
+        if app._tasks:
+            await asyncio.wait(set(app._tasks), timeout=5)

@@ -6,8 +6,7 @@ import json
 import pytest
 from aiohttp import web
 
-from voiceai_ari.ari import (AriClient, AriError, AriEvent, AriNotFound, AriUnavailable, EventsConnected,
-                             EventsDisconnected)
+from voiceai_ari.ari import AriClient, AriError, AriEvent, AriNotFound, AriUnavailable, EventsConnected
 
 PASSWORD = "p&ss=w#rd"  # characters that break clients which put credentials in URLs
 

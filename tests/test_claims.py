@@ -53,23 +53,16 @@ class ClaimAri:
 
 
 @pytest.fixture
-async def make_app():
-    apps: list[VoiceAiApp] = []
-
+def make_app(built_apps):
     def make(ari: ClaimAri, **settings) -> VoiceAiApp:
         s = load_settings(_env_file=None, ari_app="voiceai-w1", transcript_dir="", rtp_ports="47900-47909",
                           control_port=0, **settings)
         app = VoiceAiApp(s, model_factory=IdleModel, tools=ToolRegistry())
         app.ari = ari  # type: ignore[assignment]
-        apps.append(app)
+        built_apps.append(app)
         return app
 
-    yield make
-    for app in apps:
-        for call in list(app.calls.values()):
-            call.end("test over")
-        if app._tasks:
-            await asyncio.wait(set(app._tasks), timeout=5)
+    return make
 
 
 def offer(cid: str) -> AriEvent:

@@ -78,23 +78,16 @@ class ListingAri:
 
 
 @pytest.fixture
-async def make_app():
-    apps: list[VoiceAiApp] = []
-
+def make_app(built_apps):
     def make(ari: ListingAri, app_name: str = "voiceai") -> VoiceAiApp:
         s = load_settings(_env_file=None, ari_app=app_name, transcript_dir="", rtp_ports="47900-47909",
                           control_port=0)
         app = VoiceAiApp(s, model_factory=IdleModel, tools=ToolRegistry())
         app.ari = ari  # type: ignore[assignment]
-        apps.append(app)
+        built_apps.append(app)
         return app
 
-    yield make
-    for app in apps:
-        for call in list(app.calls.values()):
-            call.end("test over")
-        if app._tasks:
-            await asyncio.wait(set(app._tasks), timeout=5)
+    return make
 
 
 def em(cid: str) -> Channel:
