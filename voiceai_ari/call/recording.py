@@ -14,11 +14,9 @@ once an hour).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
-import queue
 import re
 import threading
 import time
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .writer_thread import Shared, WriterThread
 
 from ..media.codec import g711_decode
 from ..media.resample import StreamResampler
@@ -176,22 +176,11 @@ class _Track:
             self.file = None
 
 
-class _Writer:
+class _Writer(WriterThread):
     def __init__(self) -> None:
-        self._q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._tracks: dict[int, _Track] = {}
         self._swept: dict[Path, float] = {}
-        self._thread = threading.Thread(target=self._run, name="recording-writer", daemon=True)
-        self._thread.start()
-        atexit.register(self.stop)
-
-    def put(self, op: tuple[Any, ...]) -> None:
-        self._q.put(op)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join(timeout)
+        super().__init__("recording-writer")
 
     def _run(self) -> None:
         while True:
@@ -250,16 +239,7 @@ def sweep(folder: Path, days: int, now: float | None = None) -> int:
     return removed
 
 
-_writer: _Writer | None = None
-_writer_lock = threading.Lock()
-
-
-def _get_writer() -> _Writer:
-    global _writer
-    with _writer_lock:
-        if _writer is None:
-            _writer = _Writer()
-        return _writer
+_get_writer = Shared(_Writer).get
 
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]")

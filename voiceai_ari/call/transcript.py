@@ -15,19 +15,19 @@ error, call_end (and a few more: docs/conversation.md). `listener`, if set, gets
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import os
 import queue
 import re
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .writer_thread import Shared, WriterThread
 
 log = logging.getLogger("voiceai.transcript")
 
@@ -84,23 +84,11 @@ def _resolve(done: asyncio.Future[None] | None) -> None:
         done.set_result(None)
 
 
-class _Writer:
+class _Writer(WriterThread):
     """The thread that does every transcript's file I/O, in the order the loop queued it."""
 
     def __init__(self) -> None:
-        self._q: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="transcript-writer", daemon=True)
-        self._thread.start()
-        atexit.register(self.stop)
-
-    def put(self, op: tuple[Any, ...]) -> None:
-        self._q.put(op)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Write out what is queued, then end the thread (at exit: a daemon thread would just be dropped)."""
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join(timeout)
+        super().__init__("transcript-writer")
 
     def _run(self) -> None:
         while True:
@@ -139,16 +127,7 @@ class _Writer:
                 return
 
 
-_writer: _Writer | None = None
-_writer_lock = threading.Lock()
-
-
-def _get_writer() -> _Writer:
-    global _writer
-    with _writer_lock:
-        if _writer is None:
-            _writer = _Writer()
-        return _writer
+_get_writer = Shared(_Writer).get
 
 
 class CallLog:
