@@ -9,10 +9,13 @@ waits for a packet to arrive. Nothing here touches live calls: the test channel 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -45,6 +48,26 @@ class _Rtp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         if not self.got.done():
             self.got.set_result((data, addr))
+
+
+@contextlib.asynccontextmanager
+async def check_app_events(settings: Settings, check_app: str) -> AsyncIterator[tuple[AriClient, Any]]:
+    """An ARI client for the `<app>-check` Stasis app and its events WebSocket (connecting registers the app)."""
+    password = settings.ari_password.get_secret_value()
+    checker = AriClient(settings.ari_url, settings.ari_user, password, check_app)
+    async with checker, aiohttp.ClientSession() as s, s.ws_connect(
+            checker.base_url.replace("http", "ws", 1) + "/ari/events", params={"app": check_app},
+            headers={"Authorization": aiohttp.encode_basic_auth(settings.ari_user, password)}) as ws:
+        yield checker, ws
+
+
+async def play_tone_in_app(checker: AriClient, ws: Any, channel_id: str) -> None:
+    """Play a 440 Hz tone into a channel once it is in the check app (media can be played only then)."""
+    async with asyncio.timeout(3.0):
+        async for msg in ws:
+            if channel_id in msg.data and '"StasisStart"' in msg.data:
+                break
+    await checker.request("POST", f"/channels/{channel_id}/play", params={"media": "tone:440"})
 
 
 async def run_checks(settings: Settings) -> list[Step]:
@@ -171,18 +194,9 @@ async def _media(settings: Settings) -> Step:
     em_id = f"voiceai-check-{uuid.uuid4().hex[:12]}"
     try:
         host = (await loop.getaddrinfo(settings.rtp_host, None, family=socket.AF_INET))[0][4][0]
-        checker = AriClient(settings.ari_url, settings.ari_user, settings.ari_password.get_secret_value(),
-                            check_app)
-        async with checker, aiohttp.ClientSession() as s, s.ws_connect(   # registers the check app
-                checker.base_url.replace("http", "ws", 1) + "/ari/events", params={"app": check_app},
-                headers={"Authorization": aiohttp.encode_basic_auth(
-                    settings.ari_user, settings.ari_password.get_secret_value())}) as ws:
+        async with check_app_events(settings, check_app) as (checker, ws):
             await checker.external_media(external_host=f"{host}:{port}", fmt=fmt.name, channel_id=em_id)
-            async with asyncio.timeout(3.0):   # media can be played only once the channel is in the app
-                async for msg in ws:
-                    if em_id in msg.data and '"StasisStart"' in msg.data:
-                        break
-            await checker.request("POST", f"/channels/{em_id}/play", params={"media": "tone:440"})
+            await play_tone_in_app(checker, ws, em_id)
             try:
                 data, src = await asyncio.wait_for(proto.got, 3.0)
             except asyncio.TimeoutError:

@@ -14,7 +14,7 @@ from websockets.exceptions import WebSocketException
 from ..ari import AriClient, AriError, AriUnavailable
 from ..config import Settings
 from ..media.websocket_channel import MediaSocketRefused, WebSocketMedia
-from .check import Step
+from .check import Step, check_app_events, play_tone_in_app
 
 NAME = "media over chan_websocket"
 
@@ -23,15 +23,12 @@ async def media_websocket(settings: Settings) -> Step:
     check_app = f"{settings.ari_app}-check"
     em_id = f"voiceai-check-{uuid.uuid4().hex[:12]}"
     password = settings.ari_password.get_secret_value()
-    checker = AriClient(settings.ari_url, settings.ari_user, password, check_app)
     media = WebSocketMedia(ari_url=settings.ari_url, fmt=settings.caller_format)
     got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     media.on_audio = lambda pcm: got.done() or got.set_result(len(pcm))
     created = False
     try:
-        async with checker, aiohttp.ClientSession() as s, s.ws_connect(   # registers the check app
-                checker.base_url.replace("http", "ws", 1) + "/ari/events", params={"app": check_app},
-                headers={"Authorization": aiohttp.encode_basic_auth(settings.ari_user, password)}) as ws:
+        async with check_app_events(settings, check_app) as (checker, ws):
             try:
                 em = await checker.external_media(channel_id=em_id, **media.ari_params())
             except AriError as exc:
@@ -49,11 +46,7 @@ async def media_websocket(settings: Settings) -> Step:
             except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
                 return Step(NAME, False, f"{media.external_host}: {type(exc).__name__}: {exc}",
                             "http.conf: enabled=yes, and a bindaddr/bindport reachable from this host")
-            async with asyncio.timeout(3.0):   # media can be played only once the channel is in the app
-                async for msg in ws:
-                    if em_id in msg.data and '"StasisStart"' in msg.data:
-                        break
-            await checker.request("POST", f"/channels/{em_id}/play", params={"media": "tone:440"})
+            await play_tone_in_app(checker, ws, em_id)
             try:
                 size = await asyncio.wait_for(got, 3.0)
             except asyncio.TimeoutError:
