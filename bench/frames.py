@@ -192,6 +192,21 @@ def _repo() -> str:
     return str(REPO)
 
 
+async def _cpu_per_write(ws: Any, msg: str, batches: int, batch: int) -> list[float]:
+    """CPU µs per immediate WebSocket write of `msg`, per batch of `batch` (the first two are warm-up); the
+    sink drains between batches, so no backpressure falls in the timed ones."""
+    per: list[float] = []
+    for b in range(batches + 2):
+        c0 = time.process_time_ns()
+        for _ in range(batch):
+            assert _write_now(ws, msg)
+        c1 = time.process_time_ns()
+        if b >= 2:
+            per.append((c1 - c0) / batch / 1000)
+        await asyncio.sleep(0.002)
+    return per
+
+
 async def websocket_stages(st: Stages, quick: bool) -> None:
     """WebSocket send and receive against a sink in another process, CPU-amortised per message."""
     from websockets.asyncio.client import connect
@@ -205,27 +220,11 @@ async def websocket_stages(st: Stages, quick: bool) -> None:
                            ping_timeout=20) as ws:
             msg = RealtimeProtocol.append_audio(_tone(24000).astype("<i2").tobytes())
             batch, batches = 100, (10 if quick else 150)
-            per: list[float] = []
-            for b in range(batches + 2):
-                c0 = time.process_time_ns()
-                for _ in range(batch):
-                    assert _write_now(ws, msg)
-                c1 = time.process_time_ns()
-                if b >= 2:
-                    per.append((c1 - c0) / batch / 1000)
-                await asyncio.sleep(0.002)  # let the sink drain: no backpressure in the timed batches
+            per = await _cpu_per_write(ws, msg, batches, batch)
             st.amortised("in", "ws_send", "WebSocket write (framing + transport.write, no task hop)", per)
-            per = []   # the same for 20 ms of G.711 (160 bytes): the passthrough paths' append
-            small = RealtimeProtocol.append_audio(bytes(160))
-            for b in range(batches + 2):
-                c0 = time.process_time_ns()
-                for _ in range(batch):
-                    assert _write_now(ws, small)
-                c1 = time.process_time_ns()
-                if b >= 2:
-                    per.append((c1 - c0) / batch / 1000)
-                await asyncio.sleep(0.002)
-            st.ws_send_small_us = pct(per, 50)
+            # the same for 20 ms of G.711 (160 bytes): the passthrough paths' append
+            st.ws_send_small_us = pct(await _cpu_per_write(ws, RealtimeProtocol.append_audio(bytes(160)),
+                                                           batches, batch), 50)
 
             per = []   # what the old path cost: `await ws.send` from a send task (reported, not in the total)
             for b in range(batches + 2):
