@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from voiceai_ari.config import Settings
 from voiceai_ari.fakes.realtime.schema import default_session, merge_session
-from voiceai_ari.call.tools import (DTMF_RULE, Tool, ToolRegistry, ToolResult, TransferDestination, allowed_url,
-                               build_registry, tool)
+from voiceai_ari.call.tools import (DTMF_RULE, Tool, ToolRegistry, ToolResult, TransferDestination,
+                                    build_registry, tool)
+from voiceai_ari.call.url_allowlist import allowed_url
 
 MS = 0.001 * float(os.environ.get("VOICEAI_TEST_TIME_SCALE", "1"))  # scale for slow machines
 TARGETS = {"sales": "from-caller,200,1", "bob": "PJSIP/bob"}

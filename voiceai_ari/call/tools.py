@@ -15,13 +15,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
-from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..config import HTTP_METHODS
 from ..proxy import use_env_proxy
+from .url_allowlist import allowed_url, base_entry
 
 logger = logging.getLogger(__name__)
 
@@ -235,53 +235,6 @@ class ToolRegistry:
             return tool_error(f"The tool {name} failed: {type(exc).__name__}: {str(exc)[:200]}")
 
 
-# --- api_call: URL allowlist ---------------------------------------------------------------------------------
-
-DEFAULT_METHODS = ("GET", "POST")  # a plain URL entry of the allowlist
-
-
-def _base(entry: Any) -> tuple[str, tuple[str, ...]]:
-    """An allowlist entry: a URL (GET, POST) or an object with `url` and `methods` (config.HttpToolBase)."""
-    return (entry, DEFAULT_METHODS) if isinstance(entry, str) else (entry.url, tuple(entry.methods))
-
-
-def _under(url: str, base: str) -> bool:
-    b, u = urlsplit(base if base.endswith("/") else base + "/"), urlsplit(url)
-    # netloc equality: same host and port, and no userinfo unless the base has it (it has not)
-    return (u.scheme in ("http", "https") and u.scheme == b.scheme and u.netloc.lower() == b.netloc.lower()
-            and (u.path + "/").startswith(b.path))
-
-
-def allowed_url(allowlist: Iterable[Any], endpoint: str, method: str | None = None) -> str:
-    """Resolve `endpoint` against the allowlisted base URLs; return the first URL that stays under one.
-
-    Under means: same scheme, host and port, and a path starting with the base path. With `method`, the
-    most specific base the URL is under (longest path) must allow it. Raises: ValueError (the message is for
-    the model) for "..", "@", backslashes, control characters, anything outside, and a method not allowed.
-    """
-    bases = [_base(e) for e in allowlist]
-    if not isinstance(endpoint, str):
-        raise ValueError("endpoint must be a string")
-    decoded = endpoint
-    for _ in range(3):  # %252e%252e -> %2e%2e -> ..
-        decoded = unquote(decoded)
-    if "@" in endpoint or any(c <= " " or c == "\x7f" for c in endpoint) or ".." in decoded or "\\" in decoded:
-        raise ValueError("endpoint must not contain '..', '@', backslashes, spaces or control characters")
-    for base, _ in bases:
-        url = urljoin(base if base.endswith("/") else base + "/", endpoint)
-        if not _under(url, base):
-            continue
-        if method is not None:
-            base, methods = max(((b, m) for b, m in bases if _under(url, b)),
-                                key=lambda bm: len(urlsplit(bm[0]).path))   # the most specific base decides
-            if method not in methods:
-                raise ValueError(f"method {method} is not allowed under {base} (allowed: {', '.join(methods)}); "
-                                 "nothing was sent")
-        return url
-    raise ValueError(f"endpoint {endpoint[:100]!r} is not under an allowed base URL "
-                     f"({', '.join(b for b, _ in bases)}); use a path relative to one of them, e.g. 'items/42'")
-
-
 async def http_request(url: str, method: str, payload: dict | None, timeout_s: float, max_bytes: int) -> ToolResult:
     """One request, redirects not followed, at most `max_bytes` of body read."""
     kwargs: dict[str, Any] = {"json": payload} if payload is not None else {}
@@ -364,7 +317,7 @@ def builtin_tools(settings: Any) -> list[Tool]:
     bases = list(settings.http_tool_allowlist)
     if bases:
         t_s, max_b = settings.http_tool_timeout_s, settings.http_tool_max_bytes
-        listed = [_base(e) for e in bases]
+        listed = [base_entry(e) for e in bases]
         used = [m for m in HTTP_METHODS if any(m in ms for _, ms in listed)]  # the schema offers only these
         Method = Literal[tuple(used)]  # type: ignore[valid-type]
 
