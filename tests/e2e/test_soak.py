@@ -1,4 +1,4 @@
-"""The short soak (bench/soak.py, the same code as ``scripts/soak``): 100 real SIP calls, 20 at once, through the
+"""The short soak (bench/soak/, the same code as ``scripts/soak``): 100 real SIP calls, 20 at once, through the
 Asterisk sandbox into a real ``voiceai-ari run`` (offline echo model), then nothing may be left behind: ARI
 channels and bridges, the bot's UDP ports, asyncio tasks and file descriptors back to the baseline taken
 after a warm-up call, every call ok in sipp and ended in the bot, RSS growth bounded.
@@ -12,7 +12,6 @@ without the e2e mark check the generated pcap, scenario and sipp-statistics pars
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import sys
@@ -22,23 +21,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # bench/ is not installed, and pytest puts tests/ on sys.path, not the root
+    sys.path.insert(0, str(REPO))
 
-
-def _soak():
-    """bench/soak.py as a module (bench/ is not an installed package; the repository root may not be on sys.path)."""
-    name = "voiceai_bench_soak"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / "soak.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+import bench.soak as soak  # noqa: E402
+from bench.soak.sipp import _read_stat_csv, _sipp_ms  # noqa: E402
 
 
 @pytest.mark.e2e
 def test_short_soak_leaks_nothing(sandbox, tmp_path):
-    soak = _soak()
     cfg = soak.SoakConfig(calls=100, concurrency=20, call_seconds=2.0, workdir=str(tmp_path / "soak"),
                           max_rss_growth_mb=30.0, settle_max_s=25.0, progress=False)
     report = soak.run_soak(cfg)
@@ -63,7 +54,6 @@ def test_short_soak_leaks_nothing(sandbox, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ offline
 def test_pcap_is_g722_rtp_paced_at_20ms(tmp_path):
-    soak = _soak()
     path = tmp_path / "t.pcap"
     n = soak.write_pcap(path, 1.0, tone_seconds=0.4)
     data = path.read_bytes()
@@ -87,7 +77,6 @@ def test_pcap_is_g722_rtp_paced_at_20ms(tmp_path):
 
 
 def test_scenario_is_well_formed(tmp_path):
-    soak = _soak()
     path = tmp_path / "s.xml"
     soak.write_scenario(path, tmp_path / "x.pcap", 2500)
     root = ET.fromstring(path.read_bytes())
@@ -100,18 +89,16 @@ def test_scenario_is_well_formed(tmp_path):
 
 
 def test_sipp_stat_parsing(tmp_path):
-    soak = _soak()
-    assert soak._sipp_ms("00:00:00:041000") == 41.0
-    assert soak._sipp_ms("00:00:01:000500") == 1000.5
-    assert soak._sipp_ms("") is None
+    assert _sipp_ms("00:00:00:041000") == 41.0
+    assert _sipp_ms("00:00:01:000500") == 1000.5
+    assert _sipp_ms("") is None
     f = tmp_path / "stat.csv"
     f.write_text("CurrentCall;SuccessfulCall(C);FailedCall(C);\n3;0;0;\n50;10;0;\n20;100;1;\n")
-    last, peak = soak._read_stat_csv(f)
+    last, peak = _read_stat_csv(f)
     assert peak == 50 and last["SuccessfulCall(C)"] == "100" and last["FailedCall(C)"] == "1"
 
 
 def test_leaks_are_growth_over_the_baseline():
-    soak = _soak()
     base = dict.fromkeys(soak.LEAK_KEYS, 2)
     assert soak.leaks(base, dict(base)) == {}
     assert soak.leaks(base, {**base, "fds": 1}) == {}
@@ -119,7 +106,6 @@ def test_leaks_are_growth_over_the_baseline():
 
 
 def test_bot_log_lines_parse_in_both_formats():
-    soak = _soak()
     js = ('{"ts": "2026-11-21T21:55:51.996", "level": "INFO", "logger": "voiceai.call", "msg": "x call ended after '
           '3.1 s: caller hung up; media {\'port\': 46000, \'tx_packets\': 145}", "call": "1795298148.7"}')
     assert soak.parse_log_line(js) == ("INFO", "1795298148.7",
@@ -132,7 +118,6 @@ def test_bot_log_lines_parse_in_both_formats():
 
 
 def test_log_watcher_counts_a_call(tmp_path):
-    soak = _soak()
     log = tmp_path / "bot.log"
     lines = [
         {"level": "INFO", "logger": "voiceai.ari", "msg": "= ARI events connected (http://127.0.0.1:8088, app voiceai)"},

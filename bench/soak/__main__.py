@@ -1,0 +1,7 @@
+"""`python -m bench.soak` (what scripts/soak runs)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
