@@ -166,6 +166,30 @@ def test_a_recording_is_stereo_caller_left_bot_right_in_step_and_private(tmp_pat
     assert abs(onset - 1.5) < 0.03, onset
 
 
+def test_bot_audio_a_transport_says_was_heard_later_is_recorded_when_heard(tmp_path, umask0):
+    """chan_websocket hands the bot's audio over early and says later when it was played: `bot(pcm, t)` puts it
+    at `t` (in runs of frames, as views of what was sent), not at the time of the call."""
+    folder = tmp_path / "rec"
+    t0, now = 500.0, [500.0]
+    rec = Recording(str(folder), "ws", t0=t0, caller_rate=24000, rate=24000)
+    tap = AudioTap(lambda b: None, lambda: now[0], rec)
+    bot = tone(24000, 1.0, 1000)
+    runs = {73: (0, 20), 93: (20, 40), 103: (40, 50)}   # given 80 ms after their last frame was played
+    for k in range(110):                          # 2.2 s of caller silence; the bot heard 1.0-2.0 s
+        now[0] = t0 + (k + 1) * 0.02
+        tap.caller(bytes(960))
+        if k in runs:
+            a, b = runs[k]
+            tap.bot(memoryview(bot)[a * 960:b * 960], t=t0 + 1.0 + b * 0.02)
+    assert tap.levels()[1] > -20
+    done = threading.Event()
+    rec.close(done)
+    assert done.wait(5)
+    rate, left, right = read_wav(folder / "ws.wav")
+    assert rms_at(right, rate, 0.0, 0.98) < 50 and rms_at(right, rate, 1.02, 1.98) > 3000
+    assert abs(int(np.argmax(np.abs(right) > 2000)) / rate - 1.0) < 0.005
+
+
 def test_retention_deletes_only_old_recordings(tmp_path):
     old, new, other = tmp_path / "old.wav", tmp_path / "new.wav", tmp_path / "old.txt"
     for p in (old, new, other):

@@ -1,7 +1,8 @@
 """What a call's audio looks like from outside: level meters for the dashboard, and opt-in stereo recordings.
 
 `AudioTap` sits on both audio paths of a call: `caller(pcm)` for what Asterisk delivered (then handed on to
-the model), `bot(pcm)` for each frame as it is sent to the caller. Per frame it keeps a reference to the
+the model), `bot(pcm)` for each frame as it is sent to the caller, or `bot(pcm, t)` for audio the transport
+knows the caller heard at loop time `t` (chan_websocket: Asterisk re-times what the bot hands over early). Per frame it keeps a reference to the
 frame and counts it: no copy, no maths, no I/O. The dashboard samples `levels()` a few times a second.
 
 With `VOICEAI_RECORD_DIR`, the tap also queues each frame, stamped with the loop's clock, for `Recorder`: one
@@ -36,7 +37,8 @@ log = logging.getLogger("voiceai.recording")
 
 FOLDER_MODE, FILE_MODE = 0o700, 0o600
 JITTER_S = 0.060          # a frame later than this on its side's timeline leaves silence before it
-MAX_SKEW_S = 1.0          # one side silent this long is filled with silence so the other can be written
+MAX_SKEW_S = 1.0          # one side silent this long is filled with silence so the other can be written,
+LATE_S = 0.25             # up to this far behind: room for audio stamped earlier than it is given (websocket)
 SWEEP_EVERY_S = 3600.0    # retention sweep at most this often
 CALLER, BOT = 0, 1
 
@@ -66,11 +68,12 @@ class AudioTap:
             self.recorder.put(CALLER, self._clock(), pcm)
         self._send(pcm)
 
-    def bot(self, pcm: bytes) -> None:
+    def bot(self, pcm: bytes | memoryview, t: float | None = None) -> None:
+        """Bot audio (one frame or a run of them) that reached the caller at `t` (its end; default: now)."""
         self._last[BOT] = pcm
         self._frames[BOT] += 1
         if self.recorder is not None:
-            self.recorder.put(BOT, self._clock(), pcm)
+            self.recorder.put(BOT, self._clock() if t is None else t, pcm)
 
     def levels(self) -> tuple[float, float]:
         """(caller, bot) dBFS of the latest frame of each side; -90 for a side with no frame since the
@@ -135,8 +138,8 @@ class _Track:
         self.pending[side].extend(pcm[:2 * n])
         other = self.pending[1 - side]
         lag = self.written + len(self.pending[side]) // 2 - (self.written + len(other) // 2)
-        if lag > MAX_SKEW_S * self.rate:                # the other side is quiet: fill it up to this one
-            other.extend(bytes(2 * lag))
+        if lag > MAX_SKEW_S * self.rate:                # the other side is quiet: fill it up to near this one
+            other.extend(bytes(2 * (lag - int(LATE_S * self.rate))))
         self.emit()
 
     def emit(self, final: bool = False) -> None:
@@ -269,8 +272,9 @@ class Recording:
 
 
 def tap_call(call: Any) -> AudioTap:
-    """The tap of a call whose media is up: caller audio goes on to the model; bot frames come from the
-    transport's `on_sent` (a transport without it shows no bot meter and records the bot side silent)."""
+    """The tap of a call whose media is up: caller audio goes on to the model; bot audio comes from the
+    transport's `on_sent`, as RTP paces it out or as chan_websocket's marks say the caller heard it (a
+    transport without it would show no bot meter and record the bot side silent)."""
     import asyncio
     from ..providers.base import MODEL_RATE
     s, media = call.settings, call.media

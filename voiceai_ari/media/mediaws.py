@@ -24,12 +24,19 @@ What chan_websocket does (channels/chan_websocket.c, Asterisk 22.10.1):
 bot's last words have been played (hang up or transfer only after that), and as its own flow control:
 it keeps at most `WINDOW_FRAMES` unplayed frames at Asterisk (well below the XOFF level), so the queue
 never fills. XOFF/XON are honoured as well, in case another sender shares nothing of our accounting.
+
+With `on_played` set (the call's recording and bot level meter), the core also hands back the audio the
+caller has heard, as it is heard: what was sent is kept until `deliver(now)` (called on each processed mark
+and on a coarse clock) finds it played, then given as one slice per run with the time its last frame was
+taken by the channel timer (the mark's arrival, one frame per 20 ms after it). Audio dropped by
+FLUSH_MEDIA is never handed back: the caller never heard it.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 __all__ = ["BadMessage", "MediaSocketCore", "command", "parse_event"]
@@ -149,6 +156,10 @@ class MediaSocketCore:
         self.xoffs = 0
         self.flushes = 0
         self.max_unplayed = 0
+        # audio sent, kept until heard when `on_played` is set: (first frame, whole frames)
+        self.on_played: Callable[[memoryview, float], None] | None = None
+        self._unheard: deque[tuple[int, bytes]] = deque()
+        self._delivered = 0                  # frames handed to on_played (or flushed unheard)
 
     # --- rates ---------------------------------------------------------------------------------------------
     @property
@@ -214,10 +225,12 @@ class MediaSocketCore:
             self._mark(item)
             if take == len(data):
                 q.popleft()
-                self.out.append(data)
             else:
                 q[0] = (item, data[take:])
-                self.out.append(data[:take])
+                data = data[:take]
+            self.out.append(data)
+            if self.on_played is not None:
+                self._unheard.append((self.frames_sent, data))
             n = take // self.frame_bytes
             self._queued_frames -= n
             self.frames_sent += n
@@ -272,6 +285,9 @@ class MediaSocketCore:
             total = self._ms(min(self._sent_bytes.get(a.item, 0), self._audio_bytes.get(a.item, 0)))
             if a.item == self._item or ms < total:   # the caller was still hearing that item
                 item, heard = a.item, ms
+        self.deliver(now)                    # what the caller heard before the cut, then the rest is gone
+        self._unheard.clear()
+        self._delivered = self.frames_sent
         if self.frames_sent > self._played or self._queue or self._partial:
             self.out.append(command("FLUSH_MEDIA", self.use_json))
             self.flushes += 1
@@ -319,10 +335,45 @@ class MediaSocketCore:
         if not marks or marks[0].seq != seq:
             return                              # flushed, or not ours: nothing to learn
         m = marks.popleft()
+        if self._unheard:   # all before this mark was played: on the last anchor's clock (or, first, this one's)
+            a = self._anchor
+            if a is None:
+                self._hand_back(m.frames, m.frames, now)
+            else:
+                self._hand_back(m.frames, a.frames, a.at)
         self._anchor = _Anchor(m.item, m.item_ms, m.frames, now)
         self._played = m.frames
         self.marks_processed += 1
         self.pump()                             # the window moved on
+
+    # --- the audio as heard -------------------------------------------------------------------------------------
+    def deliver(self, now: float) -> None:
+        """Hand `on_played` the audio played by `now`: up to the frame the channel timer has taken, on the
+        last processed mark's clock, and never past the next mark (beyond it, play may not have begun)."""
+        a = self._anchor
+        if a is None or not self._unheard:
+            return
+        upto = a.frames + 1 + round((now - a.at) * 1000) // FRAME_MS
+        cap = self._marks[0].frames if self._marks else self.frames_sent
+        self._hand_back(min(upto, cap), a.frames, a.at)
+
+    def _hand_back(self, upto: int, anchor_frame: int, anchor_at: float) -> None:
+        """on_played(slice, time its last frame was taken) for each sent message, up to frame `upto`, where
+        frame `anchor_frame` was taken at `anchor_at` and one more every 20 ms. One call per message run."""
+        emit, fb, unheard = self.on_played, self.frame_bytes, self._unheard
+        while unheard and self._delivered < upto:
+            first, data = unheard[0]
+            n = len(data) // fb
+            start = max(self._delivered - first, 0)
+            end = min(upto - first, n)
+            if end > start and emit is not None:
+                t = anchor_at + (first + end - 1 - anchor_frame) * FRAME_MS / 1000
+                emit(memoryview(data)[start * fb:end * fb], t)
+            self._delivered = first + max(end, start)
+            if end >= n:
+                unheard.popleft()
+            else:
+                break
 
     def stats(self) -> dict[str, int]:
         return {"control": self.control, "tx_frames": self.frames_sent, "tx_messages": self.messages_sent,

@@ -9,6 +9,10 @@ is written as it arrives: no per-call clock. The control side (marks, FLUSH_MEDI
 sans-I/O `MediaSocketCore` (mediaws.py); this class only moves bytes between it, the socket (websockets'
 sans-I/O client protocol on a plain asyncio transport: no task hop per message) and the model.
 
+`on_sent(pcm, t)` (the call's recording and bot level meter) gets the bot's audio as the caller hears it,
+not as it is handed over: the core releases it on each processed mark and on the process's 100 ms clock,
+stamped with when Asterisk's timer took it; what a barge-in flushed is never given.
+
 Ordering (asterisk.md §8.5): the channel enters Stasis only once the socket is connected, so the call
 connects first, then waits for the channel's StasisStart, then adds it to the bridge.
 """
@@ -108,6 +112,21 @@ class WebSocketMedia(asyncio.Protocol):
         self._sent_seen = 0           # frames sent, as of the last _write
         self._play_end = 0.0          # loop time by which Asterisk will have played all of them
         self.mark_timeouts = 0
+
+    @property
+    def on_sent(self) -> Callable[[memoryview, float], None] | None:
+        """Called with the bot's audio (slin at `sent_rate`) as the caller hears it, and the loop time it was
+        played: one call per run of frames, not per frame."""
+        return self.core.on_played
+
+    @on_sent.setter
+    def on_sent(self, fn: Callable[[memoryview, float], None] | None) -> None:
+        self.core.on_played = fn
+
+    @property
+    def sent_rate(self) -> int:
+        """Sample rate of what `on_sent` carries: the channel's (slin24 or slin16)."""
+        return self.rate
 
     # --- set-up ------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -252,6 +271,7 @@ class WebSocketMedia(asyncio.Protocol):
             self._filling = False
 
     def _fill(self, due: int, now: float) -> None:
+        self.core.deliver(now)          # the bot audio played since the last tick, to on_sent
         if now - self._last_rx > UPLINK_FILL_AFTER and self.on_audio is not None:
             for _ in range(due):
                 self.uplink_fill_ms += int(FILL_PERIOD * 1000)
@@ -323,6 +343,7 @@ class WebSocketMedia(asyncio.Protocol):
         """Close the socket (Asterisk then hangs up its channel); idempotent."""
         if self.closed:
             return
+        self.core.deliver(self._loop.time())   # what was played since the last tick
         self._stop_fill()
         proto, transport = self._proto, self._transport
         if proto is not None and transport is not None and not transport.is_closing():
