@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     append_ms: int = Field(
         20, ge=20, le=200, description="ms of caller audio per input_audio_buffer.append (openai-realtime only): "
         "20 sends every frame; 100 sends a fifth as many messages (less bot CPU) but the model's VAD hears the "
-        "caller up to that much later (barge-in, end of turn)")
+        "caller up to that much later (barge-in, end of turn); above 20 RTP is read once per 20 ms tick")
     dtx: bool = Field(False, description="silence suppression: while the bot is silent, send one silent packet "
                       "per second instead of 50 (less CPU for the bot and Asterisk; the caller gets no RTP "
                       "between the bot's words, which some SBCs and phones dislike)")
