@@ -36,9 +36,9 @@ async def built_apps():
             await asyncio.wait(set(app._tasks), timeout=5)
 
 
+
 if os.environ.get("VOICEAI_TEST_LOOP") == "uvloop":
-    @pytest.fixture(scope="session")
-    def event_loop_policy():
+    def pytest_asyncio_loop_factories(config, item):
         """VOICEAI_TEST_LOOP=uvloop: every async test runs on uvloop, the loop `voiceai-ari run` uses by default."""
         import uvloop
-        return uvloop.EventLoopPolicy()
+        return {"uvloop": uvloop.new_event_loop}

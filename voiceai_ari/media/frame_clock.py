@@ -83,7 +83,9 @@ class FrameClock:
             self._tick()
 
     def _tick(self) -> None:
-        now = self._loop.time()
+        # the timer for this deadline fired (or poll() found it due): uvloop's timers (libuv, whole ms) fire up
+        # to a millisecond early, which would make an empty tick and a second wake-up for the same frame
+        now = max(self._loop.time(), self._deadline)
         late = now - self._deadline
         due = self.pacing.due(now)
         self.ticks += 1

@@ -169,11 +169,12 @@ class RtpMedia(asyncio.DatagramProtocol):
         for _ in range(len(self._pool._ports)):
             port = self._pool.take()
             try:
+                # bound here, not by create_datagram_endpoint: uvloop's error for a taken port has no errno
+                sock = _bound_socket(self._bind_host, port)
                 if self._read_per_tick:
-                    self._sock = _bound_socket(self._bind_host, port)
+                    self._sock = sock
                 else:
-                    self._transport, _ = await self._loop.create_datagram_endpoint(
-                        lambda: self, local_addr=(self._bind_host, port), family=socket.AF_INET)
+                    self._transport, _ = await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
                 self.port = port
                 return
             except OSError as exc:
