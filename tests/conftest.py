@@ -34,3 +34,11 @@ async def built_apps():
             call.end("test over")
         if app._tasks:
             await asyncio.wait(set(app._tasks), timeout=5)
+
+
+
+if os.environ.get("VOICEAI_TEST_LOOP") == "uvloop":
+    def pytest_asyncio_loop_factories(config, item):
+        """VOICEAI_TEST_LOOP=uvloop: every async test runs on uvloop, the loop `voiceai-ari run` uses by default."""
+        import uvloop
+        return {"uvloop": uvloop.new_event_loop}

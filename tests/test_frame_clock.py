@@ -96,3 +96,18 @@ async def test_poll_runs_a_due_tick_from_an_io_callback_and_the_timer_does_not_t
     assert 0 not in m.dues, m.dues
     last = max(t for _, t in log)
     assert m.frames == int((last - t0) / 0.020 + 1e-6) + 1, (m.frames, last - t0)
+
+
+async def test_a_timer_that_fires_a_little_early_still_hands_out_its_frame():
+    """uvloop's timers (libuv, whole milliseconds) fire up to a millisecond before the deadline: that tick
+    is the deadline's, not an empty one followed by a second wake-up for the same frame."""
+    clock, log = FrameClock(), []
+    m = Member("a", log)
+    clock.join(m.tick)
+    await asyncio.sleep(0.005)
+    assert clock.until_next() > 0.005          # the next deadline is still ahead
+    frames, ticks = m.frames, clock.ticks
+    clock._timer.cancel()
+    clock._tick()                              # what an early timer does
+    assert m.frames == frames + 1 and clock.ticks == ticks + 1
+    clock.leave(m.tick)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from voiceai_ari.fakes.audio_gen import dominant_frequency, rms_dbfs, tone
-from voiceai_ari.media.codec import G722Decoder
+from voiceai_ari.media.codec import G722Decoder, slin_be_to_le
 from voiceai_ari.media.transport import DRAIN_MARGIN, PortPool, RtpMedia
 from voiceai_ari.media.rtp import InboundFilter, RtpSender
 
@@ -163,16 +163,18 @@ class LoopErrors:
         self._loop.set_exception_handler(self._old)
 
 
-@pytest.fixture
-async def rig():
+@pytest.fixture(params=[False, True], ids=["read-per-packet", "read-per-tick"])
+async def rig(request):
     """(media, asterisk endpoint, pool, loop errors): an opened RtpMedia (g722) and a socket playing Asterisk.
-    Not yet connected: tests call ``media.set_remote(*ast.addr)`` when they want the clock to start."""
+    Not yet connected: tests call ``media.set_remote(*ast.addr)`` when they want the clock to start.
+    Every test runs twice: datagrams read as they arrive, and read once per 20 ms tick (VOICEAI_APPEND_MS > 20)."""
     made: list[tuple[RtpMedia, Endpoint]] = []
     errors = LoopErrors()
 
     async def make(return_codec: str = "g722", ports: int = 4, dtx: bool = False) -> tuple[RtpMedia, Endpoint, PortPool]:
         pool = PortPool(free_port_range(ports))
-        media = RtpMedia(bind_host=HOST, advertise_host="localhost", pool=pool, return_codec=return_codec, dtx=dtx)
+        media = RtpMedia(bind_host=HOST, advertise_host="localhost", pool=pool, return_codec=return_codec, dtx=dtx,
+                         read_per_tick=request.param)
         await media.open()
         ast = await Endpoint.open()
         made.append((media, ast))
@@ -238,6 +240,40 @@ async def test_inbound_slin24_reaches_the_model_as_24k_pcm(rig):
     assert abs(rms_dbfs(voice[4800:]) - rms_dbfs(np.full(1, 8000 / np.sqrt(2), "<i2").tobytes())) < 0.5
 
 
+async def test_read_per_tick_takes_a_burst_in_one_tick_in_order():
+    """read_per_tick: no wake-up per datagram; the next 20 ms tick takes every packet that came, in order."""
+    pool = PortPool(free_port_range(2))
+    media = RtpMedia(bind_host=HOST, advertise_host=HOST, pool=pool, read_per_tick=True)
+    await media.open()
+    ast = await Endpoint.open()
+    try:
+        loop = asyncio.get_running_loop()
+        got: list[tuple[int, bytes]] = []
+        media.on_audio = lambda pcm: got.append((media.clock.ticks, pcm))
+        media.set_remote(*ast.addr)
+        await until(lambda: media.clock.ticks >= 2)
+        while media.clock.until_next() < 0.008:      # send well before a tick is due
+            await asyncio.sleep(0.002)
+        del got[:]
+        ticks_at_send = media.clock.ticks
+        pkts = slin24_packets(1000, 5, RtpSender(SLIN24_PT, 480))
+        for p in pkts:
+            ast.send(p, media.port)
+        for _ in range(3):
+            await asyncio.sleep(0)                     # a per-packet reader would have them by now
+        assert media.filter.received == 0 and media.clock.ticks == ticks_at_send
+        t0 = loop.time()
+        await until(lambda: media.filter.received == 5)
+        assert loop.time() - t0 < 0.030
+        voice = [(tick, pcm) for tick, pcm in got if pcm != bytes(FRAME_24K)]
+        assert len({tick for tick, _ in voice}) == 1   # all five in one tick
+        assert b"".join(pcm for _, pcm in voice) == b"".join(slin_be_to_le(p[12:]) for p in pkts)
+    finally:
+        await media.close()
+        ast.close()
+    assert pool.in_use == 0 and port_is_free(pool._ports[0])
+
+
 async def test_uplink_silence_fills_caller_gaps(rig):
     """Asterisk forwards caller audio only while the caller sends: the model still gets 20 ms frames."""
     make, _ = rig
@@ -271,7 +307,8 @@ async def test_packets_from_a_foreign_source_are_dropped_and_counted(rig):
 
 async def test_a_spoof_before_asterisks_address_is_known_does_not_silence_the_caller(rig):
     """Well-formed slin24 with another dynamic PT (96) reaches the port between bind and set_remote (the port
-    range is predictable): dropped as source_unknown, and Asterisk's own stream (PT 123) is heard after."""
+    range is predictable): dropped (as source_unknown when read at once; read per tick, it waits for the
+    first tick and is dropped as foreign_source), and Asterisk's own stream (PT 123) is heard after."""
     make, _ = rig
     media, ast, _ = await make()
     got: list[bytes] = []
@@ -280,7 +317,8 @@ async def test_a_spoof_before_asterisks_address_is_known_does_not_silence_the_ca
     try:
         for p in slin24_packets(5000, 5, RtpSender(96, 480)):
             intruder.send(p, media.port)
-        await until(lambda: media.filter.received == 5)
+        if not media._read_per_tick:
+            await until(lambda: media.filter.received == 5)
     finally:
         intruder.close()
     media.set_remote(*ast.addr)
@@ -290,7 +328,8 @@ async def test_a_spoof_before_asterisks_address_is_known_does_not_silence_the_ca
     heard = b"".join(c for c in got if c != bytes(FRAME_24K))
     assert len(heard) == 20 * 960 and abs(dominant_frequency(heard, 24000) - 700) < 5
     assert media.filter.accepted == 20 and media.filter.payload_type == SLIN24_PT
-    assert media.filter.drops.get("source_unknown") == 5 and media.filter.drops["payload_type"] == 0
+    reason = "foreign_source" if media._read_per_tick else "source_unknown"
+    assert media.filter.drops.get(reason) == 5 and media.filter.drops["payload_type"] == 0
 
 
 async def test_fuzz_from_the_expected_source_is_dropped_by_reason(rig):

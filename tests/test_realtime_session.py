@@ -213,7 +213,7 @@ async def test_token_service_token_is_reused_until_it_expires():
         await fake.stop()
 
 
-async def test_audio_is_written_at_once_and_keeps_its_order_when_the_socket_backs_up(fake):
+async def test_audio_is_written_at_once_and_keeps_its_order_when_the_socket_backs_up(fake, monkeypatch):
     """Appends go straight to the transport; while it reports a backlog they queue, and everything reaches
     the server in the order it was sent (nothing is written directly while anything is queued)."""
     from voiceai_ari.providers import websocket as outbox
@@ -222,17 +222,16 @@ async def test_audio_is_written_at_once_and_keeps_its_order_when_the_socket_back
     await s.start()
     try:
         fs = await fake.wait_for_session()
-        transport = s._ws.transport
-        real_size = transport.get_write_buffer_size
+        limit = outbox.WRITE_NOW_LIMIT
         chunks = [bytes([k]) * 960 for k in range(60)]
         for c in chunks[:20]:
             s.send_audio(c)
         assert s._outbox.queued == 0                          # written inside send_audio
-        transport.get_write_buffer_size = lambda: outbox.WRITE_NOW_LIMIT + 1   # "backed up"
+        monkeypatch.setattr(outbox, "WRITE_NOW_LIMIT", -1)   # "backed up" (on any loop's transport)
         for c in chunks[20:40]:
             s.send_audio(c)
         assert s._outbox.queued > 0
-        transport.get_write_buffer_size = real_size
+        monkeypatch.setattr(outbox, "WRITE_NOW_LIMIT", limit)
         for c in chunks[40:]:
             s.send_audio(c)                                 # queued behind the backlog, not written first
         async with asyncio.timeout(5):

@@ -73,10 +73,24 @@ def main(argv: list[str] | None = None) -> int:
         secrets.append(settings.control_token.get_secret_value())
     setup_logging(settings.log_level, secrets, settings.log_format)
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            return runner.run(serve(settings))
     except ConfigError as exc:   # found only when start-up tried it (a port in use)
         print(f"voiceai-ari: {exc}", file=sys.stderr)
         return 2
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """VOICEAI_EVENT_LOOP: uvloop's loop (auto: if it is installed), or None for the standard library's."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("VOICEAI_EVENT_LOOP=uvloop: uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _tools(settings: Settings) -> ToolRegistry:

@@ -41,13 +41,14 @@ def transcript_lines(tmp_path) -> list[dict]:
                          + [("websocket/slin24", "g722"), ("websocket/slin16", "g722")],
                          indirect=["caller_format"])
 async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fake_model, caller_format, phone_codec,
-                                                                   tmp_path):
+                                                                   tmp_path, **bot_settings):
     """A G.722 phone on every caller format and on chan_websocket; and an A-law phone on alaw: a PSTN-like
     call where neither Asterisk nor the bot transcodes anything."""
     # speed 3: the 6 s reply streams for 2 s, still under way when the caller barges in ~1.4 s into it (at
     # speed 4 the stream ended 60 ms after the barge-in: any hiccup made the test about nothing)
     fake = await fake_model(mode="tone", tone_hz=440, tone_seconds=6.0, speed=3, seed=3)
-    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings())
+    bot = await make_bot(OPENAI_API_KEY=E2E_KEY, VOICEAI_REALTIME_URL=fake.url, **caller_format.settings(),
+                         **bot_settings)
     phone = Phone(phone_codec)
     # a question, then the caller talks over the long reply 2.5 s into the call
     phone.play(A.tone(1000, 0.6, amplitude=AMP) + A.silence(1.9) + A.tone(1000, 1.0, amplitude=AMP))
@@ -65,7 +66,8 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     [trunc] = fs.events_of("conversation.item.truncate")
     spoke = res.tx_times[int(2.5 / 0.02)]       # the phone's first packet of the talk-over
     vad_ms = (barge - spoke) * 1000
-    print(f"\n[e2e] barge-in ({caller_format}, {phone_codec} phone): the model's VAD saw the caller {vad_ms:.0f} ms "
+    print(f"\n[e2e] barge-in ({caller_format}, {phone_codec} phone{', ' if bot_settings else ''}"
+          f"{' '.join(f'{k}={v}' for k, v in bot_settings.items())}): the model's VAD saw the caller {vad_ms:.0f} ms "
           f"after the words were sent; bot audio stopped {stop_ms:.0f} ms after that, "
           f"{(before[-1] - spoke) * 1000:.0f} ms after the caller began to speak; "
           f"caller heard {heard_ms} ms, truncate audio_end_ms={trunc['audio_end_ms']}")
@@ -84,6 +86,15 @@ async def test_barge_in_stops_the_bot_and_truncates_what_was_heard(make_bot, fak
     assert fs.responses[0]["status"] == "cancelled"
     assert not [e for e in fs.received if e["type"] == "error"]
     assert (await no_leftovers(bot)) == ([], [], [])
+
+
+@pytest.mark.parametrize("caller_format, append_ms", [("slin24", 100), ("ulaw", 200), ("websocket/slin24", 100)],
+                         indirect=["caller_format"])
+async def test_barge_in_with_batched_appends(make_bot, fake_model, caller_format, append_ms, tmp_path):
+    """VOICEAI_APPEND_MS (and, on RTP, reading once per tick): the same barge-in, cut and truncate; the model's
+    VAD only hears the caller up to a batch later (printed)."""
+    await test_barge_in_stops_the_bot_and_truncates_what_was_heard(
+        make_bot, fake_model, caller_format, "g722", tmp_path, VOICEAI_APPEND_MS=str(append_ms))
 
 
 async def test_model_greeting_is_heard_first(make_bot, fake_model, caller_format, tmp_path):

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     rtp_ports: str = Field("40000-40199", description="UDP port range for calls, e.g. 40000-40199")
     return_codec: Literal["g722", "l16-8k"] = Field(
         "g722", description="payload sent back to Asterisk: g722 (PT 9, wideband) or l16-8k (PT 11)")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="event loop: uvloop (libuv, less CPU per packet and wake-up), asyncio (the standard "
+        "library's), auto = uvloop when it is installed")
+    append_ms: int = Field(
+        20, ge=20, le=200, description="ms of caller audio per input_audio_buffer.append (openai-realtime only): "
+        "20 sends every frame; 100 sends a fifth as many messages (less bot CPU) but the model's VAD hears the "
+        "caller up to that much later (barge-in, end of turn); above 20 RTP is read once per 20 ms tick")
     dtx: bool = Field(False, description="silence suppression: while the bot is silent, send one silent packet "
                       "per second instead of 50 (less CPU for the bot and Asterisk; the caller gets no RTP "
                       "between the bot's words, which some SBCs and phones dislike)")
@@ -336,6 +343,9 @@ class Settings(BaseSettings):
         if self.provider == "openai-live" and self.idle_timeout_ms:
             raise ValueError("idle_timeout_ms: not available with openai-live (GPT-Live has no idle timer; the "
                              "model owns the turns)")
+        if "append_ms" in self.model_fields_set and self.provider != "openai-realtime":
+            raise ValueError(f"append_ms: batches openai-realtime's input_audio_buffer.append only; {self.provider} "
+                             "sends each 20 ms frame as it comes (unset VOICEAI_APPEND_MS)")
         if self.idle_timeout_ms and self.vad_type != "server_vad":
             raise ValueError("idle_timeout_ms: works with VOICEAI_VAD_TYPE=server_vad only (the Realtime API "
                              "has no idle timeout for semantic_vad)")

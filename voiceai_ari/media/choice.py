@@ -23,5 +23,6 @@ def media_factory(settings: Settings) -> Callable[[PortPool], MediaTransport]:
 
     def rtp(pool: PortPool) -> MediaTransport:
         return RtpMedia(bind_host=settings.rtp_bind, advertise_host=settings.rtp_host, pool=pool,
-                        return_codec=settings.return_codec, dtx=settings.dtx, caller_format=settings.caller_format)
+                        return_codec=settings.return_codec, dtx=settings.dtx, caller_format=settings.caller_format,
+                        read_per_tick=settings.append_ms > 20)
     return rtp

@@ -10,9 +10,10 @@ The asyncio parts here only move bytes between the socket, the loop's clock and 
 `InboundFilter` (rtp.py), `StreamResampler` (resample.py), `Playout`/`PacingClock` (playout.py) and the
 return-path encoder (codec.py). The hot path runs once per 20 ms per direction and logs nothing.
 
-Every call of the process sends on one `FrameClock`: one timer wake-up per 20 ms for all calls instead of
-one per call, and each call's packet leaves at the same place in every tick, so its send interval stays
-steady however many calls share the loop.
+Every call of the process sends on one `FrameClock` (frame_clock.py). By default each datagram is read when
+it arrives (inbound latency under a millisecond). With ``read_per_tick`` (VOICEAI_APPEND_MS above 20, where
+the caller's audio waits for its batch anyway) the socket is a plain non-blocking one that the 20 ms tick
+drains: one wake-up per tick for all calls instead of one per packet, at up to 20 ms more inbound latency.
 """
 
 from __future__ import annotations
@@ -21,20 +22,20 @@ import asyncio
 import errno
 import logging
 import socket
-import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from .codec import make_encoder, slin_be_to_le
 from .formats import CallerFormat
+from .frame_clock import TICK_LATE_BUCKETS, FrameClock
 from .formats import caller_format as caller_format_row
 from .ports import PortPool
 from ..providers.base import MODEL_RATE
-from .playout import PacingClock, Playout
+from .playout import Playout
 from .resample import StreamResampler
 from .rtp import InboundFilter, RtpSender
 
-__all__ = ["CALLER_FORMAT", "FrameClock", "MediaTransport", "PortPool", "RtpMedia"]
+__all__ = ["CALLER_FORMAT", "TICK_LATE_BUCKETS", "FrameClock", "MediaTransport", "PortPool", "RtpMedia"]
 
 log = logging.getLogger("voiceai.media")
 
@@ -45,7 +46,6 @@ CALLER_FORMAT = "slin24"
 DRAIN_MARGIN = 0.060        # s after the last frame left, so it reaches the caller before a BYE
 UPLINK_FILL_AFTER = 0.060    # s without caller RTP before silence is fed to the model (simple_bridge gaps)
 DTX_KEEPALIVE_FRAMES = 50    # with dtx: one silent packet per second while the bot is silent
-TICK_LATE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05)   # s; how late the shared tick ran, for /metrics
 
 
 class MediaTransport(Protocol):
@@ -88,96 +88,18 @@ class MediaTransport(Protocol):
         """Stop the clock and release the socket; idempotent."""
 
 
-class FrameClock:
-    """The process's 20 ms send clock: one `loop.call_at` timer that ticks every member in turn.
+RECV_MAX = 2048   # bytes read per datagram (read_per_tick); RTP of 20 ms slin24 is 972, larger is not ours
 
-    Members are called as ``member(frames_due, now)`` in the order they joined, so a call's packets leave
-    at the same offset in every tick. The schedule is a `PacingClock` (absolute deadlines, re-anchored
-    after a stall). The clock runs only while it has members. One member raising is counted, logged once
-    and removed; the others keep their clock.
-    """
 
-    _shared: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FrameClock]" = weakref.WeakKeyDictionary()
-
-    def __init__(self, period: float = 0.020) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.pacing = PacingClock(period)
-        self._members: dict[Callable[[int, float], None], None] = {}   # an ordered set
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
-        self.ticks = 0
-        self.member_errors = 0
-        # how late each tick ran against its deadline: counts per TICK_LATE_BUCKETS bin (+ one overflow bin)
-        self.late_bins = [0] * (len(TICK_LATE_BUCKETS) + 1)
-        self.late_sum = 0.0
-
-    @classmethod
-    def shared(cls) -> FrameClock:
-        """The running loop's clock (created on first use)."""
-        loop = asyncio.get_running_loop()
-        clock = cls._shared.get(loop)
-        if clock is None:
-            clock = cls._shared[loop] = cls()
-        return clock
-
-    def join(self, member: Callable[[int, float], None]) -> None:
-        """Tick ``member`` from the next deadline on (the clock starts now if it was idle)."""
-        self._members[member] = None   # a bound method: equal (and hashed) by its object and function
-        if self._timer is None:
-            self.pacing.start(self._loop.time())
-            self._deadline = self.pacing.next_deadline()
-            self._timer = self._loop.call_at(self._deadline, self._tick)
-
-    def leave(self, member: Callable[[int, float], None]) -> None:
-        self._members.pop(member, None)
-        if not self._members and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    @property
-    def members(self) -> int:
-        return len(self._members)
-
-    def until_next(self) -> float:
-        """Seconds until the next tick (0 when idle)."""
-        if self._timer is None:
-            return 0.0
-        return max(0.0, self.pacing.next_deadline() - self._loop.time())
-
-    def poll(self) -> None:
-        """Run a tick now if one is due: called from I/O callbacks, so a tick does not wait behind every
-        other callback of a busy loop iteration (asyncio runs due timers after the iteration's I/O)."""
-        if self._timer is not None and self._loop.time() >= self._deadline:
-            self._timer.cancel()
-            self._tick()
-
-    def _tick(self) -> None:
-        now = self._loop.time()
-        late = now - self._deadline
-        due = self.pacing.due(now)
-        self.ticks += 1
-        if late > 0:
-            self.late_sum += late
-            i = 0
-            for edge in TICK_LATE_BUCKETS:   # five comparisons once per 20 ms for the whole process
-                if late <= edge:
-                    break
-                i += 1
-            self.late_bins[i] += 1
-        else:
-            self.late_bins[0] += 1
-        for member in list(self._members):   # members may leave during the tick
-            try:
-                member(due, now)
-            except Exception:
-                self.member_errors += 1
-                self._members.pop(member, None)
-                log.exception("! media clock member failed and was removed")
-        if self._members:
-            self._deadline = self.pacing.next_deadline()
-            self._timer = self._loop.call_at(self._deadline, self._tick)
-        else:
-            self._timer = None
+def _bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class RtpMedia(asyncio.DatagramProtocol):
@@ -185,7 +107,7 @@ class RtpMedia(asyncio.DatagramProtocol):
 
     def __init__(self, *, bind_host: str, advertise_host: str, pool: PortPool,
                  return_codec: str = "g722", clock: FrameClock | None = None, dtx: bool = False,
-                 caller_format: str | CallerFormat = CALLER_FORMAT) -> None:
+                 caller_format: str | CallerFormat = CALLER_FORMAT, read_per_tick: bool = False) -> None:
         self._bind_host, self._advertise_host, self._pool = bind_host, advertise_host, pool
         self.port = 0
         self.on_audio: Callable[[bytes], None] | None = None
@@ -219,6 +141,9 @@ class RtpMedia(asyncio.DatagramProtocol):
         self.dtx_skipped = 0
         self.clock = clock if clock is not None else FrameClock.shared()
         self._transport: asyncio.DatagramTransport | None = None
+        # read_per_tick: a plain non-blocking socket, drained by the 20 ms tick instead of a wake-up per packet
+        self._read_per_tick = read_per_tick
+        self._sock: socket.socket | None = None
         self._remote: tuple[str, int] | None = None
         self._ticking = False
         self._reanchors0 = 0
@@ -244,8 +169,12 @@ class RtpMedia(asyncio.DatagramProtocol):
         for _ in range(len(self._pool._ports)):
             port = self._pool.take()
             try:
-                self._transport, _ = await self._loop.create_datagram_endpoint(
-                    lambda: self, local_addr=(self._bind_host, port), family=socket.AF_INET)
+                # bound here, not by create_datagram_endpoint: uvloop's error for a taken port has no errno
+                sock = _bound_socket(self._bind_host, port)
+                if self._read_per_tick:
+                    self._sock = sock
+                else:
+                    self._transport, _ = await self._loop.create_datagram_endpoint(lambda: self, sock=sock)
                 self.port = port
                 return
             except OSError as exc:
@@ -281,6 +210,21 @@ class RtpMedia(asyncio.DatagramProtocol):
     # --- inbound: Asterisk -> model ----------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:  # type: ignore[override]
         self.clock.poll()
+        self._received(data, addr)
+
+    def _read_queued(self, sock: socket.socket) -> None:
+        """read_per_tick: every datagram that arrived since the last tick, in order."""
+        while True:
+            try:
+                data, addr = sock.recvfrom(RECV_MAX)
+            except BlockingIOError:
+                return
+            except OSError:            # an ICMP error queued on the socket, etc.: not fatal for the call
+                self.socket_errors += 1
+                return
+            self._received(data, addr)
+
+    def _received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         payload = self.filter.accept(data, (addr[0], addr[1]))
         if payload is None:
             return
@@ -337,7 +281,10 @@ class RtpMedia(asyncio.DatagramProtocol):
         return item_id, played_ms
 
     def _tick(self, due: int, now: float) -> None:
-        """The shared clock's 20 ms tick: send what is due, feed uplink silence during caller gaps."""
+        """The shared clock's 20 ms tick: read what came (read_per_tick), send what is due, feed uplink
+        silence during caller gaps."""
+        if self._sock is not None:
+            self._read_queued(self._sock)
         for _ in range(due):
             self._send_frame()
         if now - self._last_rx > UPLINK_FILL_AFTER and self.on_audio is not None:
@@ -365,7 +312,14 @@ class RtpMedia(asyncio.DatagramProtocol):
             payload = frame if self.encoder is None else self.encoder.encode(frame)
             if self.on_sent is not None:
                 self.on_sent(frame)
-        if self._transport is not None and self._remote is not None:
+        if self._remote is None:
+            return
+        if self._sock is not None:
+            try:
+                self._sock.sendto(self.sender.packet(payload, marker), self._remote)
+            except OSError:            # a full send buffer or an ICMP error: this frame is lost, not the call
+                self.socket_errors += 1
+        elif self._transport is not None:
             self._transport.sendto(self.sender.packet(payload, marker), self._remote)
 
     @property
@@ -401,5 +355,7 @@ class RtpMedia(asyncio.DatagramProtocol):
             self._ticking = False
         if self._transport is not None:
             self._transport.close()
+        if self._sock is not None:
+            self._sock.close()
         if self.port:
             self._pool.release(self.port)

@@ -20,12 +20,14 @@ from websockets.asyncio.client import ClientConnection
 from .credentials import ApiKey, Credentials
 from ..base import ModelClosed, ModelError, ModelEvent, ModelReconnected
 from ..websocket import ProviderSocket
+from .audio_batch import APPEND_MS_MIN, AudioBatch
 from .protocol import RealtimeProtocol, SessionConfig
 
 log = logging.getLogger("voiceai.realtime")
 
 CANCEL_GRACE = 0.3                # s after a barge-in before we cancel a response the server did not cancel
 OWN_RESPONSE_WAIT = 1.5           # s to wait for the server's own response that `respond_instead` replaces
+BATCH_GRACE = 0.04                # s past a batch's length before a part batch goes anyway (the caller's audio stopped)
 
 
 class RealtimeSession(ProviderSocket):
@@ -38,6 +40,11 @@ class RealtimeSession(ProviderSocket):
         self.proto = RealtimeProtocol(config)
         super().__init__(max_queue, connect_timeout)
         self.cancels_sent = 0
+        # VOICEAI_APPEND_MS above one frame: caller audio goes in batches (every other client event, a
+        # deadline and close send what is kept first, so nothing is reordered or lost)
+        self._batch = (AudioBatch.of_ms(config.append_ms, config.bytes_per_ms)
+                       if config.append_ms > APPEND_MS_MIN else None)
+        self._batch_deadline: asyncio.TimerHandle | None = None
 
     @property
     def session_id(self) -> str | None:
@@ -62,7 +69,29 @@ class RealtimeSession(ProviderSocket):
 
     # --- client events -----------------------------------------------------------------------------------
     def send_audio(self, pcm: bytes) -> None:
-        self._put(self.proto.append_audio(pcm), audio=True)
+        batch = self._batch
+        if batch is None:
+            self._outbox.put(self.proto.append_audio(pcm), True)
+            return
+        started = not batch
+        full = batch.add(pcm)
+        if full is not None:
+            if self._batch_deadline is not None:
+                self._batch_deadline.cancel()
+                self._batch_deadline = None
+            self._outbox.put(self.proto.append_audio(full), True)
+        elif started:
+            self._batch_deadline = asyncio.get_running_loop().call_later(
+                self.proto.config.append_ms / 1000 + BATCH_GRACE, self._flush_audio)
+
+    def _flush_audio(self) -> None:
+        """Send the caller audio kept so far (before another client event, at the deadline, at close)."""
+        if self._batch_deadline is not None:
+            self._batch_deadline.cancel()
+            self._batch_deadline = None
+        pcm = self._batch.take() if self._batch is not None else None
+        if pcm is not None:
+            self._outbox.put(self.proto.append_audio(pcm), True)
 
     def interrupt(self, item_id: str | None, played_ms: int) -> None:
         for msg in self.proto.interrupt(item_id, played_ms):
@@ -107,8 +136,15 @@ class RealtimeSession(ProviderSocket):
     def update_instructions(self, instructions: str) -> None:
         self._put(self.proto.instructions_update(instructions))
 
-    def _put(self, msg: str, audio: bool = False) -> None:
-        self._outbox.put(msg, audio)
+    def _put(self, msg: str) -> None:
+        """A client event other than audio: the audio kept in the batch goes first, so the order stays."""
+        if self._batch:
+            self._flush_audio()
+        self._outbox.put(msg, False)
+
+    async def close(self) -> None:
+        self._flush_audio()
+        await super().close()
 
     # --- server events -----------------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[ModelEvent]:

@@ -48,6 +48,7 @@ class SessionConfig:
     idle_timeout_ms: int = 0              # server_vad only; 0 = not sent
     language: str = ""                    # transcription language hint (ISO 639-1); "" = not sent
     audio_format: str = "pcm"             # both ways: pcm (24 kHz PCM16 LE), pcmu or pcma (G.711 passthrough)
+    append_ms: int = 20                   # caller audio per input_audio_buffer.append (client side, not sent)
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: list[dict[str, Any]], *,
@@ -60,7 +61,7 @@ class SessionConfig:
                    reasoning_effort=s.reasoning_effort, truncation=s.truncation_value,
                    noise_reduction=s.noise_reduction, idle_timeout_ms=s.idle_timeout_ms,
                    language=s.language,
-                   audio_format=AUDIO_FORMAT_OF_CALLER.get(s.caller_format, "pcm"))
+                   audio_format=AUDIO_FORMAT_OF_CALLER.get(s.caller_format, "pcm"), append_ms=s.append_ms)
 
     def turn_detection(self) -> dict[str, Any]:
         if self.vad_type == "semantic_vad":
