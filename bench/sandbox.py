@@ -401,5 +401,4 @@ def run(sections: set[str], quick: bool = False, lock_timeout: float = 600.0, lo
 
 
 if __name__ == "__main__":
-    import json
     print(json.dumps(run({"setup", "ratio"}, quick="--quick" in sys.argv), indent=1, default=str))
