@@ -70,6 +70,12 @@ async def probe(sandbox):
             host = ARI_URL.split("://", 1)[1].split("/", 1)[0]
             try:
                 async with websockets.connect(f"ws://{host}/media/{conn}", subprotocols=["media"]) as ws:
+                    # ARI acts on the channel (DTMF, play) only once it is in the app: MEDIA_START on the
+                    # socket can come first, and a request then may get 409 "not in Stasis"
+                    async with asyncio.timeout(3.0):
+                        async for msg in events:
+                            if em_id in msg.data and '"StasisStart"' in msg.data:
+                                break
                     p = Probe(ws)
                     p.em_id = em_id
                     p.ari_events = events
