@@ -101,7 +101,7 @@ class Bot:
             VOICEAI_ARI_URL=cfg.ari_url, VOICEAI_ARI_USER=cfg.ari_user, VOICEAI_ARI_PASSWORD=cfg.ari_password,
             VOICEAI_ARI_APP=APP, VOICEAI_RTP_PORTS=cfg.bot_ports, VOICEAI_MAX_CALLS=str(cfg.effective_max_calls),
             VOICEAI_GREETING="none", VOICEAI_DRAIN_S="2", VOICEAI_LOG_LEVEL=cfg.log_level,
-            VOICEAI_TRANSCRIPT_DIR=str(workdir / "transcripts"))
+            VOICEAI_TRANSCRIPT_DIR=str(workdir / "transcripts"), VOICEAI_TRANSPORT=cfg.transport)
         if model_url:  # a key makes the bot use VOICEAI_REALTIME_URL instead of its embedded model
             env.update(OPENAI_API_KEY="sk-soak-not-a-real-key", VOICEAI_REALTIME_URL=model_url,
                        VOICEAI_TRANSCRIPTION_MODEL="")

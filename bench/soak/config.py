@@ -60,6 +60,7 @@ class SoakConfig:
     check_rtp_range: bool = True
     progress: bool = True
     clean_up: bool = True              # delete leaked bridges / externalMedia channels after measuring them
+    transport: str = "rtp"             # VOICEAI_TRANSPORT of the bot: rtp or websocket (chan_websocket)
     model: str = "offline"             # "offline": the bot's embedded demo model; "separate": the same fake
                                        # Realtime server (echo) in its own process, so the bot's CPU is its own
 

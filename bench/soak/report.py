@@ -19,7 +19,8 @@ def format_report(r: dict[str, Any]) -> str:
     out = [f"soak: {cfg['calls']} calls, {cfg['concurrency']} at once (sipp -r {cfg['rate']}/s -l "
            f"{cfg['concurrency']} -m {cfg['calls']}), {cfg['call_seconds']:.1f} s calls (G.722, "
            f"{cfg['tone_seconds']:.1f} s tone + silence), echo model "
-           f"{'embedded (offline demo)' if cfg['model'] == 'offline' else 'in a separate process'}, Asterisk "
+           f"{'embedded (offline demo)' if cfg['model'] == 'offline' else 'in a separate process'}, bot media over "
+           f"{cfg.get('transport', 'rtp')}, Asterisk "
            f"{r['asterisk']['version']} RTP {r['asterisk']['rtp_range']}",
            "",
            f"| {'resource':<27} | {'before':>9} | {'after':>9} | {'leak':>9} |",
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=("offline", "separate"), default=d.model,
                    help="offline: the bot's embedded demo model (default); separate: the fake Realtime server "
                         "in its own process (the bot's CPU is then its own)")
+    p.add_argument("--transport", choices=("rtp", "websocket"), default=d.transport,
+                   help="the bot's media transport (VOICEAI_TRANSPORT; websocket needs chan_websocket)")
     p.add_argument("--json", dest="json_out", default=None, help="write the report as JSON here")
     p.add_argument("--no-lock", action="store_true", help="do not take the bot lock (the caller holds it)")
     p.add_argument("--no-clean-up", action="store_true",
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SoakConfig(calls=args.calls, concurrency=args.concurrency, call_seconds=args.call_seconds, rate=args.rate,
                      warmup=args.warmup, settle_s=args.settle, settle_max_s=args.settle_max,
                      max_rss_growth_mb=args.max_rss_growth_mb, bot_ports=args.bot_ports, max_calls=args.max_calls,
-                     workdir=args.workdir, log_level=args.log_level, model=args.model,
+                     workdir=args.workdir, log_level=args.log_level, model=args.model, transport=args.transport,
                      clean_up=not args.no_clean_up, lock=not args.no_lock, progress=not args.quiet)
     try:
         report = run_soak(cfg)
