@@ -1,5 +1,6 @@
 """The phone's media for the end-to-end tests: a Python RTP endpoint (``Phone``), so the test hears exactly
-what a phone would hear, with arrival times, and no capture. Signalling is sipp's (``caller.place_call``).
+what a phone would hear, with arrival times, and no capture. Arrival times are the kernel's receive stamps
+(SO_TIMESTAMPNS), so a stall of the test process does not show up as a gap in the far end's stream. Signalling is sipp's (``caller.place_call``).
 
 Media: one RTP packet every 20 ms on an absolute monotonic schedule (no drift), PT 9 G.722 (one
 persistent encoder, RTP timestamp +160 per packet: G.722's RTP clock is 8000 Hz) or PT 8 PCMA (audio
@@ -19,6 +20,7 @@ import contextlib
 import random
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,23 +116,20 @@ def _free_port_block(offsets: tuple[int, ...], even: bool = False) -> tuple[int,
 
 
 # ------------------------------------------------------------------------------------------------ Phone
-class _Proto(asyncio.DatagramProtocol):
-    def __init__(self, phone: Phone):
-        self.phone = phone
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.phone._on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable after the far end left
-        self.phone.send_errors += 1
+_STAMP = struct.Struct("@qq")         # struct timespec: the kernel's receive time (SO_TIMESTAMPNS)
+_CMSG = socket.CMSG_SPACE(_STAMP.size)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)   # Linux's value (asm-generic); Python < 3.12 lacks the name
 
 
-class _Sink(asyncio.DatagramProtocol):
-    def __init__(self, phone: Phone):
-        self.phone = phone
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.phone.rtcp_received += 1
+def _arrival(loop: asyncio.AbstractEventLoop, ancdata) -> float:
+    """When the kernel received the datagram, on the loop's clock. A stall of this test process (GC, a busy
+    loop) delays reading, not this stamp, so arrival gaps are the sender's and the network's alone."""
+    now_wall, now = time.time(), loop.time()
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _STAMP.size:
+            sec, nsec = _STAMP.unpack_from(data)
+            return now - max(0.0, now_wall - (sec + nsec * 1e-9))
+    return now
 
 
 class Phone:
@@ -174,8 +173,7 @@ class Phone:
         self._remote_known = asyncio.Event()
         self._dtmf: collections.deque = collections.deque()
         self._event_ts: int | None = None  # RTP timestamp of the DTMF event being sent
-        self._transport: asyncio.DatagramTransport | None = None
-        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._reading: list[int] = []  # file descriptors with a reader on the loop
         self._task: asyncio.Task | None = None
         self._closed = False
         self.ssrc = random.getrandbits(32)
@@ -226,9 +224,12 @@ class Phone:
         if self._task is not None:
             return
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=self._socks[0])
-        if len(self._socks) > 1:
-            self._rtcp_transport, _ = await loop.create_datagram_endpoint(lambda: _Sink(self), sock=self._socks[1])
+        for k, s in enumerate(self._socks):          # [RTP, RTCP]
+            s.setblocking(False)
+            if k == 0:
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            loop.add_reader(s.fileno(), self._read_rtp if k == 0 else self._read_rtcp)
+            self._reading.append(s.fileno())
         self._task = asyncio.create_task(self._send_loop(), name=f"phone-{self.port}")
 
     async def stop(self) -> None:
@@ -239,12 +240,12 @@ class Phone:
                 await self._task
         if not self._closed:
             self._closed = True
-            for t in (self._transport, self._rtcp_transport):
-                if t is not None:
-                    t.close()
-            if self._transport is None:
-                for s in self._socks:
-                    s.close()
+            if self._reading:
+                loop = asyncio.get_running_loop()
+                for fd in self._reading:
+                    loop.remove_reader(fd)
+            for s in self._socks:
+                s.close()
             _handed_out.discard(self.port)
             _handed_out.discard(self.port + 1)
 
@@ -257,8 +258,29 @@ class Phone:
             self._remote_known.set()
 
     # ---- internals
-    def _on_datagram(self, data: bytes, addr) -> None:
-        t = asyncio.get_running_loop().time()
+    def _read_rtp(self) -> None:
+        loop, sock = asyncio.get_running_loop(), self._socks[0]
+        while True:
+            try:
+                data, ancdata, _flags, addr = sock.recvmsg(65535, _CMSG)
+            except BlockingIOError:
+                return
+            except OSError:               # e.g. ICMP port unreachable for an earlier send, after the far end left
+                self.send_errors += 1
+                continue
+            self._on_datagram(data, addr, _arrival(loop, ancdata))
+
+    def _read_rtcp(self) -> None:
+        while True:
+            try:
+                self._socks[1].recv(65535)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            self.rtcp_received += 1
+
+    def _on_datagram(self, data: bytes, addr, t: float) -> None:
         if _is_rtcp(data):
             self.rtcp_received += 1
             return
@@ -315,7 +337,10 @@ class Phone:
                 self.late_resyncs += 1
                 t0, k = now, 0
             data = self._build_packet(first=not self.tx_times)
-            assert self._transport is not None and self.remote is not None
-            self._transport.sendto(data, self.remote)
+            assert self.remote is not None
+            try:
+                self._socks[0].sendto(data, self.remote)
+            except OSError:               # a full buffer, or ICMP port unreachable reported on this send
+                self.send_errors += 1
             self.tx_times.append(loop.time())
             k += 1
