@@ -101,6 +101,19 @@ def test_the_broadcast_extension_matches_the_worker_names(services):
     assert all(re.search(m.group(1), service_env(w)["VOICEAI_ARI_APP"]) for w in workers(services).values())
 
 
+def test_the_overflow_header_kamailio_sends_is_the_one_the_dialplan_reads():
+    """A node with no free worker answers 503 only when Kamailio says another node is left; a renamed header on
+    either side would silently turn overflow back into the busy announcement on the first node."""
+    cfg = (KAM / "kamailio.cfg").read_text()
+    sent = re.search(r'append_hf\("([\w-]+): (\w+)\\r\\n"\)', cfg)
+    assert sent, "kamailio.cfg adds no overflow header"
+    assert f'remove_hf("{sent.group(1)}")' in cfg, "a caller could send the header itself"
+    ext500 = re.search(r"^exten => 500,.*?(?=^exten|\Z)", (AST / "extensions.conf").read_text(), re.S | re.M).group(0)
+    assert f'${{PJSIP_HEADER(read,{sent.group(1)})}}" = "{sent.group(2)}"' in ext500
+    assert "PJSIPHangup(503)" in ext500
+    assert "load = res_pjsip_header_funcs.so" in (AST / "modules.conf").read_text()
+
+
 def test_scripts_cluster_uses_the_same_topology(services):
     script = (REPO / "scripts" / "cluster").read_text()
     for s in nodes(services).values():

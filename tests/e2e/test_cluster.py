@@ -219,10 +219,7 @@ async def _drain_node_a(make_bot, fake_model, tmp_path):
     assert sorted(answered_by(r) for r in res) == ["a", "a", "b", "b"], [r.answer for r in res]
     for r, f in zip(res, tones[:4], strict=True):
         assert heard_own_echo(r, f, tones).ok and not r.got_bye, r.summary()    # served to the caller's hangup
-    kam_log = (Path(subprocess.run([str(CLUSTER), "paths"], capture_output=True, text=True).stdout.split()[-1])
-               / "kamailio.log").read_text(errors="replace")
-    failed_over = sum(any("failed over" in line and r.call_id in line for line in kam_log.splitlines())
-                      for r in right_away)
+    failed_over = sum(bool(failovers(r)) for r in right_away)
     await asyncio.wait_for(stopping, 10)        # A exits once its last call has ended
     t_exit = loop.time()
     exited = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True).stdout
@@ -274,3 +271,71 @@ async def test_setup_latency_per_tier(cluster, make_bot, fake_model, tmp_path):
           f"{sorted(round(x) for x in direct)}, through Kamailio median {median(proxied):.0f} ms "
           f"{sorted(round(x) for x in proxied)}")
     assert median(proxied) - median(direct) < 20
+
+
+def kamailio_log() -> str:
+    paths = subprocess.run([str(CLUSTER), "paths"], capture_output=True, text=True).stdout.split()
+    return (Path(paths[-1]) / "kamailio.log").read_text(errors="replace")
+
+
+def failovers(res) -> list[str]:
+    """Kamailio's "failed over" lines for this call (its Call-ID is in every log line's prefix)."""
+    return [line for line in kamailio_log().splitlines() if "failed over" in line and res.call_id in line]
+
+
+async def test_a_full_node_overflows_to_the_other_and_only_the_last_plays_busy(cluster, make_bot, fake_model,
+                                                                                tmp_path):
+    """Node A's one worker has 1 slot, node B's has 3. Four calls in turn: A's worker takes one and is then
+    full; the call Kamailio next sends to A is offered there for 500 ms, unclaimed, and A answers 503 because
+    Kamailio told it another node is left (X-VoiceAI-Overflow: next): Kamailio fails it over to B, which serves
+    it. With both nodes full, a fifth call overflows from the first node it is sent to, and the last node
+    tried answers it with the busy announcement."""
+    for n in NODES:
+        await wait_node_up(n)
+    tones = freqs(4)
+    fake = await fake_model(mode="echo", speed=4, seed=31)
+    wa1 = await start_worker(make_bot, fake, "wa1", VOICEAI_MAX_CALLS="1")
+    wb1 = await start_worker(make_bot, fake, "wb1", VOICEAI_MAX_CALLS="3")
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for k, f in enumerate(tones):
+        tasks.append(asyncio.create_task(proxied_call(f, tmp_path / f"c{k}", call_seconds=14 - k)))
+        end = loop.time() + 10
+        while calls_up(wa1) + calls_up(wb1) < k + 1 and loop.time() < end:
+            await asyncio.sleep(0.05)
+        assert calls_up(wa1) + calls_up(wb1) == k + 1, f"call {k + 1} was not taken up by a worker"
+    assert (calls_up(wa1), calls_up(wb1)) == (1, 3)
+    w = tmp_path / "busy"
+    busy = await place_call("500", phone=Phone("g722"), call_seconds=14, workdir=w, timeout=40, server=KAMAILIO,
+                            scenario=proxy_scenario(w))
+    res = await asyncio.gather(*tasks)
+    for r, f in zip(res, tones, strict=True):
+        s = heard_own_echo(r, f, tones)
+        assert s.ok and not r.got_bye, s.why or r.summary()
+    assert sorted(answered_by(r) for r in res) == ["a", "b", "b", "b"], [r.answer for r in res]
+    over = [r for r in res if failovers(r)]
+    assert len(over) == 1, [(answered_by(r), failovers(r)) for r in res]     # the one round-robin sent to full A
+    assert "503" in failovers(over[0])[0], failovers(over[0])
+    direct_ms = [invite_to_200_ms(r) for r in res if r is not over[0]]
+    overflow_ms = invite_to_200_ms(over[0])
+    assert overflow_ms >= 450, overflow_ms               # A held the offer open for its 500 ms first
+    # the fifth caller: both nodes full; the first one it reached said 503, the last answered with tt-allbusy
+    assert busy.answer is not None and busy.got_bye, busy.summary()
+    assert len(failovers(busy)) == 1, failovers(busy)
+    last = answered_by(busy)
+    assert last and f"failed over to sip:{NODES[last]}:" in failovers(busy)[0], (last, failovers(busy))
+    busy_ms = invite_to_200_ms(busy)
+    assert 950 <= busy_ms <= 3000, busy_ms               # two 500 ms offers, then the last node's dialplan answered
+    pcm = busy.audio_16k()
+    speech = sum(1 for win in A.windows(pcm, 16000, 0.02) if win.dbfs > -40) * 0.02
+    assert speech >= 1.0, f"the busy caller heard {speech:.2f} s of sound: {busy.summary()}"
+    assert len(fake.sessions) == 4
+    declined = {n: len(log_lines(b, r"- offer of \S+ declined")) for n, b in (("wa1", wa1), ("wb1", wb1))}
+    assert declined["wa1"] >= 1 and declined["wb1"] >= 1, declined
+    print(f"\n[e2e] cluster overflow: node A full (1 slot), B 3 slots: the call sent to A overflowed to B on A's 503 "
+          f"(INVITE -> 200 {overflow_ms:.0f} ms; calls placed straight on a node with room "
+          f"{sorted(round(x) for x in direct_ms)} ms); both full: the fifth call overflowed from "
+          f"{'AB'[last == 'a']} to {last.upper()}, which answered it {busy_ms:.0f} ms after its INVITE with {speech:.1f} s of tt-allbusy, BYE after "
+          f"{busy.sip_time('BYE', 'recv') - busy.t_start:.1f} s; offers declined {declined}")
+    for ip in NODES.values():
+        assert await node_leftovers(ip) == ([], []), ip
