@@ -1,6 +1,7 @@
 """The phone's media for the end-to-end tests: a Python RTP endpoint (``Phone``), so the test hears exactly
 what a phone would hear, with arrival times, and no capture. Arrival times are the kernel's receive stamps
-(SO_TIMESTAMPNS), so a stall of the test process does not show up as a gap in the far end's stream. Signalling is sipp's (``caller.place_call``).
+(SO_TIMESTAMPNS), so a stall of the test process does not show up as a gap in the far end's stream.
+Signalling is sipp's (``caller.place_call``).
 
 Media: one RTP packet every 20 ms on an absolute monotonic schedule (no drift), PT 9 G.722 (one
 persistent encoder, RTP timestamp +160 per packet: G.722's RTP clock is 8000 Hz) or PT 8 PCMA (audio

@@ -13,12 +13,11 @@ import signal
 
 import pytest
 
-from . import analysis as A
 from .caller import Phone, place_call
 from .conftest import log_lines
 from .test_robustness import wait_log
 from .workers import (calls_up, freqs, heard_own_echo, invite_to_200_ms, median, sessions_are_a_bijection,
-                      stasis_delays, tone_call, wait_no_leftovers, worker_env)
+                      sound_seconds, stasis_delays, tone_call, wait_no_leftovers, worker_env)
 
 pytestmark = pytest.mark.e2e
 BROADCAST_EXT = "500"                     # asterisk/extensions.conf: StasisBroadcast(500,^voiceai-w)
@@ -74,8 +73,7 @@ async def test_a_full_worker_does_not_claim_and_all_full_hear_the_busy_announcem
     # the third caller: answered by the dialplan after the 500 ms offer, hears tt-allbusy (9 s), then BYE
     assert busy.answer is not None and busy.got_bye, busy.summary()
     offer_ms = invite_to_200_ms(busy)
-    pcm = busy.audio_16k()
-    speech = sum(1 for w in A.windows(pcm, 16000, 0.02) if w.dbfs > -40) * 0.02
+    speech = sound_seconds(busy)
     assert speech >= 1.0, f"the busy caller heard {speech:.2f} s of sound: {busy.summary()}"
     assert 450 <= offer_ms <= 1500, offer_ms     # the 500 ms the offer stays open, then the dialplan answers
     assert calls_up(w1) + calls_up(w2) == 2 and len(fake.sessions) == 2

@@ -24,7 +24,7 @@ from .caller import REPO, Phone, place_call
 from .conftest import log_lines
 from .test_robustness import wait_log
 from .workers import (KAMAILIO, NODES, calls_up, freqs, heard_own_echo, invite_to_200_ms, median, node_leftovers,
-                      proxy_scenario, stasis_delays, tone_phone, worker_env)
+                      proxy_scenario, sound_seconds, stasis_delays, tone_phone, worker_env)
 
 pytestmark = pytest.mark.e2e
 CLUSTER = REPO / "scripts" / "cluster"
@@ -219,7 +219,8 @@ async def _drain_node_a(make_bot, fake_model, tmp_path):
     assert sorted(answered_by(r) for r in res) == ["a", "a", "b", "b"], [r.answer for r in res]
     for r, f in zip(res, tones[:4], strict=True):
         assert heard_own_echo(r, f, tones).ok and not r.got_bye, r.summary()    # served to the caller's hangup
-    failed_over = sum(bool(failovers(r)) for r in right_away)
+    log = kamailio_log()
+    failed_over = sum(bool(failovers(r, log)) for r in right_away)
     await asyncio.wait_for(stopping, 10)        # A exits once its last call has ended
     t_exit = loop.time()
     exited = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True).stdout
@@ -278,9 +279,10 @@ def kamailio_log() -> str:
     return (Path(paths[-1]) / "kamailio.log").read_text(errors="replace")
 
 
-def failovers(res) -> list[str]:
-    """Kamailio's "failed over" lines for this call (its Call-ID is in every log line's prefix)."""
-    return [line for line in kamailio_log().splitlines() if "failed over" in line and res.call_id in line]
+def failovers(res, log: str) -> list[str]:
+    """Kamailio's "failed over" lines in `log` (kamailio_log()) for this call (its Call-ID is in every log
+    line's prefix)."""
+    return [line for line in log.splitlines() if "failed over" in line and res.call_id in line]
 
 
 async def test_a_full_node_overflows_to_the_other_and_only_the_last_plays_busy(cluster, make_bot, fake_model,
@@ -313,21 +315,22 @@ async def test_a_full_node_overflows_to_the_other_and_only_the_last_plays_busy(c
         s = heard_own_echo(r, f, tones)
         assert s.ok and not r.got_bye, s.why or r.summary()
     assert sorted(answered_by(r) for r in res) == ["a", "b", "b", "b"], [r.answer for r in res]
-    over = [r for r in res if failovers(r)]
-    assert len(over) == 1, [(answered_by(r), failovers(r)) for r in res]     # the one round-robin sent to full A
-    assert "503" in failovers(over[0])[0], failovers(over[0])
+    log = kamailio_log()
+    moved = {r.call_id: failovers(r, log) for r in (*res, busy)}
+    over = [r for r in res if moved[r.call_id]]
+    assert len(over) == 1, [(answered_by(r), moved[r.call_id]) for r in res]     # the one round-robin sent to full A
+    assert "503" in moved[over[0].call_id][0], moved[over[0].call_id]
     direct_ms = [invite_to_200_ms(r) for r in res if r is not over[0]]
     overflow_ms = invite_to_200_ms(over[0])
     assert overflow_ms >= 450, overflow_ms               # A held the offer open for its 500 ms first
     # the fifth caller: both nodes full; the first one it reached said 503, the last answered with tt-allbusy
     assert busy.answer is not None and busy.got_bye, busy.summary()
-    assert len(failovers(busy)) == 1, failovers(busy)
+    assert len(moved[busy.call_id]) == 1, moved[busy.call_id]
     last = answered_by(busy)
-    assert last and f"failed over to sip:{NODES[last]}:" in failovers(busy)[0], (last, failovers(busy))
+    assert last and f"failed over to sip:{NODES[last]}:" in moved[busy.call_id][0], (last, moved[busy.call_id])
     busy_ms = invite_to_200_ms(busy)
     assert 950 <= busy_ms <= 3000, busy_ms               # two 500 ms offers, then the last node's dialplan answered
-    pcm = busy.audio_16k()
-    speech = sum(1 for win in A.windows(pcm, 16000, 0.02) if win.dbfs > -40) * 0.02
+    speech = sound_seconds(busy)
     assert speech >= 1.0, f"the busy caller heard {speech:.2f} s of sound: {busy.summary()}"
     assert len(fake.sessions) == 4
     declined = {n: len(log_lines(b, r"- offer of \S+ declined")) for n, b in (("wa1", wa1), ("wb1", wb1))}
@@ -335,7 +338,8 @@ async def test_a_full_node_overflows_to_the_other_and_only_the_last_plays_busy(c
     print(f"\n[e2e] cluster overflow: node A full (1 slot), B 3 slots: the call sent to A overflowed to B on A's 503 "
           f"(INVITE -> 200 {overflow_ms:.0f} ms; calls placed straight on a node with room "
           f"{sorted(round(x) for x in direct_ms)} ms); both full: the fifth call overflowed from "
-          f"{'AB'[last == 'a']} to {last.upper()}, which answered it {busy_ms:.0f} ms after its INVITE with {speech:.1f} s of tt-allbusy, BYE after "
-          f"{busy.sip_time('BYE', 'recv') - busy.t_start:.1f} s; offers declined {declined}")
+          f"{'AB'[last == 'a']} to {last.upper()}, which answered it {busy_ms:.0f} ms after its INVITE with "
+          f"{speech:.1f} s of tt-allbusy, BYE after {busy.sip_time('BYE', 'recv') - busy.t_start:.1f} s; "
+          f"offers declined {declined}")
     for ip in NODES.values():
         assert await node_leftovers(ip) == ([], []), ip

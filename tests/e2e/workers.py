@@ -128,6 +128,11 @@ def invite_to_200_ms(res: CallResult) -> float:
     return (t1 - t0) * 1000
 
 
+def sound_seconds(res: CallResult, min_dbfs: float = -40.0) -> float:
+    """How long the caller heard sound (20 ms windows above min_dbfs): a busy announcement's length."""
+    return sum(1 for w in A.windows(res.audio_16k(), 16000, 0.02) if w.dbfs > min_dbfs) * 0.02
+
+
 def median(xs: list[float]) -> float:
     s = sorted(xs)
     return s[len(s) // 2] if s else float("nan")
