@@ -77,7 +77,14 @@ def _is_rtcp(data: bytes) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ ports
-_handed_out: set[int] = set()  # never give the same port twice in this process
+# The harness's own UDP ports (each phone's RTP/RTCP, each sipp's SIP, media and control ports) come from this
+# block: below Linux's ephemeral range (32768-60999 by default) and clear of every bot's VOICEAI_RTP_PORTS in
+# the tests (40000-47999) and of Asterisk's RTP (10000-12399). A port the kernel picked at random could land
+# in a bot's range: a phone there can take the first datagram of a stranger (test_rtp_gate's spoofer floods
+# that range) for the far end, and then a test hears silence for reasons that have nothing to do with the bot.
+HARNESS_PORTS = range(30000, 32768)
+_handed_out: set[int] = set()  # never give the same port twice at once in this process
+_cursor = [random.randrange(len(HARNESS_PORTS))]   # where the next search starts: not where the last run's did
 
 
 def _bind_udp(port: int) -> socket.socket | None:
@@ -91,16 +98,15 @@ def _bind_udp(port: int) -> socket.socket | None:
 
 
 def _free_port_block(offsets: tuple[int, ...], even: bool = False) -> tuple[int, list[socket.socket]]:
-    """A base port p such that p+o is free on 127.0.0.1 for every o in offsets; the sockets holding them are
-    returned still bound (close them right before handing the ports to someone else)."""
-    for _ in range(200):
-        probe = _bind_udp(0)
-        assert probe is not None
-        base = probe.getsockname()[1]
-        probe.close()
+    """A base port p in HARNESS_PORTS such that p+o is free on 127.0.0.1 for every o in offsets; the sockets
+    holding them are returned still bound (close them right before handing the ports to someone else)."""
+    lo, n = HARNESS_PORTS.start, len(HARNESS_PORTS)
+    for _ in range(n):
+        base = lo + _cursor[0] % n
+        _cursor[0] += 1
         if even:
             base &= ~1
-        if base + max(offsets) > 65535 or any(base + o in _handed_out for o in offsets):
+        if base < lo or base + max(offsets) >= HARNESS_PORTS.stop or any(base + o in _handed_out for o in offsets):
             continue
         held = []
         for o in offsets:
@@ -110,10 +116,11 @@ def _free_port_block(offsets: tuple[int, ...], even: bool = False) -> tuple[int,
             held.append(s)
         if len(held) == len(offsets):
             _handed_out.update(base + o for o in offsets)
+            _cursor[0] = base - lo + max(offsets) + 1
             return base, held
         for s in held:
             s.close()
-    raise RuntimeError("no free UDP port block on 127.0.0.1")
+    raise RuntimeError(f"no free UDP port block in {HARNESS_PORTS.start}-{HARNESS_PORTS.stop - 1} on {HOST}")
 
 
 # ------------------------------------------------------------------------------------------------ Phone
@@ -137,8 +144,8 @@ class Phone:
     """The caller's RTP endpoint on 127.0.0.1:port (port 0 = an even free port; port+1 is bound too and
     swallows RTCP). Create it, ``play()`` what the caller says, hand it to ``place_call``.
 
-    ``start_on="sdp"`` (default): start sending at the SDP answer or the first packet received, whichever
-    comes first. ``"rtp"``: stay silent until the far end has sent a packet (an experiment knob; Echo()
+    ``start_on="sdp"`` (default): start sending at the SDP answer or the first packet received in an offered
+    payload type, whichever comes first. ``"rtp"``: stay silent until the far end has sent a packet (an experiment knob; Echo()
     then never hears anything)."""
 
     def __init__(self, codec: str = "g722", port: int = 0, start_on: str = "sdp"):
@@ -289,7 +296,9 @@ class Phone:
         if pkt is None:
             return
         self.rx.append((t, pkt))
-        if self.remote is None:
+        if self.remote is None and pkt.pt in (self.pt, DTMF_PT):
+            # like a phone doing symmetric RTP: only a packet of a payload type the SDP offer named (uac.xml:
+            # the codec and telephone-event) says where the far end is
             self.set_remote((addr[0], addr[1]), "rtp")
 
     def _next_audio(self) -> np.ndarray:

@@ -329,6 +329,60 @@ def test_rtp_packet_roundtrip():
     assert RtpPacket.parse(b"\x00" * 8) is None
 
 
+def test_harness_ports_stay_clear_of_the_kernels_and_the_bots_ranges():
+    """Every UDP port the harness hands out (phones, sipp) is in its own block: never one the kernel may give
+    a random socket, never in a bot's VOICEAI_RTP_PORTS (where test_rtp_gate's spoofer sends), and a port
+    another process holds is skipped."""
+    from . import phone as P
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        eph_lo, eph_hi = map(int, f.read().split())
+    taken_port = P.HARNESS_PORTS.start + P._cursor[0] % len(P.HARNESS_PORTS)   # where the next search starts
+    taken = P._bind_udp(taken_port)
+    got = []
+    try:
+        for _ in range(300):
+            base, held = P._free_port_block((0, 1, 2, 3), even=True)
+            got += [base + o for o in range(4)]
+            for s in held:
+                s.close()
+            P._handed_out.difference_update(base + o for o in range(4))
+    finally:
+        if taken is not None:
+            taken.close()
+    assert all(p in P.HARNESS_PORTS and not eph_lo <= p <= eph_hi and not 40000 <= p <= 47999 for p in got)
+    assert taken is None or taken_port not in got
+    assert len(set(got)) == len(got)          # 1200 ports handed out in a row, none twice
+
+
+async def test_a_phone_takes_its_far_end_only_from_an_offered_payload_type():
+    """Before the SDP answer the phone starts on the first RTP it gets, but only in a payload type it offered:
+    a stranger's PT 96 does not become the far end (the caller's voice would go to the stranger)."""
+    phone = Phone("g722")
+    await phone.start()
+    stranger, far_end = _udp_socket(), _udp_socket()
+    try:
+        stranger.sendto(RtpPacket(96, 1, 0, False, 7, b"\0" * 960).pack(), ("127.0.0.1", phone.port))
+        await asyncio.sleep(0.1)
+        assert phone.remote is None and len(phone.rx) == 1
+        far_end.sendto(RtpPacket(9, 1, 0, False, 8, b"\0" * 160).pack(), ("127.0.0.1", phone.port))
+        for _ in range(100):
+            if phone.remote is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert (phone.remote, phone.remote_from) == (far_end.getsockname(), "rtp")
+    finally:
+        await phone.stop()
+        stranger.close()
+        far_end.close()
+
+
+def _udp_socket():
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
 def test_info_scenario_is_uac_xml_cut_by_infos(tmp_path):
     """The generated scenario: uac.xml's single BYE wait replaced by wait/INFO/200 blocks (each wait also
     takes a BYE), the caller's BYE with the next CSeq; everything else as in uac.xml."""

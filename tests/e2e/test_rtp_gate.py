@@ -85,7 +85,9 @@ async def test_spoofed_rtp_before_the_call_is_set_up_does_not_silence_the_caller
     assert res.ok and not res.got_bye, res.summary()
     # the model heard the caller's tone for the whole time it spoke, and none of the spoofed tone
     audio = bytes(fake.sessions[0].audio)
-    assert abs(A.dominant_freq(audio, 24000) - CALLER_HZ) < 10, A.dominant_freq(audio, 24000)
+    # (if not: where the phone sent its voice, and the bot's counters, say whose side lost it)
+    assert abs(A.dominant_freq(audio, 24000) - CALLER_HZ) < 10, (A.dominant_freq(audio, 24000), phone.port,
+                                                                   phone.remote, phone.remote_from, bot.port_range())
     seg = A.tone_segments(audio, 24000, CALLER_HZ, tol_hz=15, min_dbfs=-35)
     assert seg.tone_seconds >= 0.9 * 2.0, seg
     assert A.band_share(audio, 24000, SPOOF_HZ) < 0.001
