@@ -127,6 +127,11 @@ def windows(pcm, rate: int, win_s: float = 0.02) -> list[Window]:
     return out
 
 
+def sound_seconds(pcm, rate: int, min_dbfs: float = -40.0, win_s: float = 0.02) -> float:
+    """How long there was sound: ``win_s`` windows above ``min_dbfs`` (an announcement's or an apology's length)."""
+    return sum(1 for w in windows(pcm, rate, win_s) if w.dbfs > min_dbfs) * win_s
+
+
 @dataclass(frozen=True)
 class ToneCoverage:
     freq: float

@@ -13,11 +13,12 @@ import signal
 
 import pytest
 
+from . import analysis as A
 from .caller import Phone, place_call
 from .conftest import log_lines
 from .test_robustness import wait_log
 from .workers import (calls_up, freqs, heard_own_echo, invite_to_200_ms, median, sessions_are_a_bijection,
-                      sound_seconds, stasis_delays, tone_call, wait_no_leftovers, worker_env)
+                      stasis_delays, tone_call, wait_calls_up, wait_no_leftovers, worker_env)
 
 pytestmark = pytest.mark.e2e
 BROADCAST_EXT = "500"                     # asterisk/extensions.conf: StasisBroadcast(500,^voiceai-w)
@@ -54,16 +55,10 @@ async def test_a_full_worker_does_not_claim_and_all_full_hear_the_busy_announcem
     w1 = await make_bot(**worker_env(fake.url, W1, P1, VOICEAI_MAX_CALLS="1"))
     w2 = await make_bot(**worker_env(fake.url, W2, P2, VOICEAI_MAX_CALLS="1"))
     first = asyncio.create_task(tone_call(BROADCAST_EXT, tones[0], tmp_path / "a", call_seconds=9))
-    for _ in range(100):
-        if calls_up(w1) + calls_up(w2) == 1:
-            break
-        await asyncio.sleep(0.05)
+    await wait_calls_up((w1, w2), 1)
     full = w1 if calls_up(w1) else w2
     second = asyncio.create_task(tone_call(BROADCAST_EXT, tones[1], tmp_path / "b", call_seconds=7))
-    for _ in range(100):
-        if calls_up(w1) + calls_up(w2) == 2:
-            break
-        await asyncio.sleep(0.05)
+    await wait_calls_up((w1, w2), 2)
     assert calls_up(w1) == 1 and calls_up(w2) == 1, "the second call did not go to the worker with room"
     assert log_lines(full, r"- offer of \S+ declined: 1 of 1 slots in use"), full.log()[-2000:]
     busy = await place_call(BROADCAST_EXT, phone=Phone("g722"), call_seconds=14, workdir=tmp_path / "c", timeout=30)
@@ -73,7 +68,7 @@ async def test_a_full_worker_does_not_claim_and_all_full_hear_the_busy_announcem
     # the third caller: answered by the dialplan after the 500 ms offer, hears tt-allbusy (9 s), then BYE
     assert busy.answer is not None and busy.got_bye, busy.summary()
     offer_ms = invite_to_200_ms(busy)
-    speech = sound_seconds(busy)
+    speech = A.sound_seconds(busy.audio_16k(), 16000)
     assert speech >= 1.0, f"the busy caller heard {speech:.2f} s of sound: {busy.summary()}"
     assert 450 <= offer_ms <= 1500, offer_ms     # the 500 ms the offer stays open, then the dialplan answers
     assert calls_up(w1) + calls_up(w2) == 2 and len(fake.sessions) == 2

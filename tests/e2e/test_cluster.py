@@ -24,7 +24,7 @@ from .caller import REPO, Phone, place_call
 from .conftest import log_lines
 from .test_robustness import wait_log
 from .workers import (KAMAILIO, NODES, calls_up, freqs, heard_own_echo, invite_to_200_ms, median, node_leftovers,
-                      proxy_scenario, sound_seconds, stasis_delays, tone_phone, worker_env)
+                      proxy_scenario, stasis_delays, tone_phone, wait_calls_up, worker_env)
 
 pytestmark = pytest.mark.e2e
 CLUSTER = REPO / "scripts" / "cluster"
@@ -298,14 +298,10 @@ async def test_a_full_node_overflows_to_the_other_and_only_the_last_plays_busy(c
     fake = await fake_model(mode="echo", speed=4, seed=31)
     wa1 = await start_worker(make_bot, fake, "wa1", VOICEAI_MAX_CALLS="1")
     wb1 = await start_worker(make_bot, fake, "wb1", VOICEAI_MAX_CALLS="3")
-    loop = asyncio.get_running_loop()
     tasks = []
     for k, f in enumerate(tones):
         tasks.append(asyncio.create_task(proxied_call(f, tmp_path / f"c{k}", call_seconds=14 - k)))
-        end = loop.time() + 10
-        while calls_up(wa1) + calls_up(wb1) < k + 1 and loop.time() < end:
-            await asyncio.sleep(0.05)
-        assert calls_up(wa1) + calls_up(wb1) == k + 1, f"call {k + 1} was not taken up by a worker"
+        assert await wait_calls_up((wa1, wb1), k + 1, timeout=10) == k + 1, f"call {k + 1} was not taken up by a worker"
     assert (calls_up(wa1), calls_up(wb1)) == (1, 3)
     w = tmp_path / "busy"
     busy = await place_call("500", phone=Phone("g722"), call_seconds=14, workdir=w, timeout=40, server=KAMAILIO,
@@ -330,7 +326,7 @@ async def test_a_full_node_overflows_to_the_other_and_only_the_last_plays_busy(c
     assert last and f"failed over to sip:{NODES[last]}:" in moved[busy.call_id][0], (last, moved[busy.call_id])
     busy_ms = invite_to_200_ms(busy)
     assert 950 <= busy_ms <= 3000, busy_ms               # two 500 ms offers, then the last node's dialplan answered
-    speech = sound_seconds(busy)
+    speech = A.sound_seconds(busy.audio_16k(), 16000)
     assert speech >= 1.0, f"the busy caller heard {speech:.2f} s of sound: {busy.summary()}"
     assert len(fake.sessions) == 4
     declined = {n: len(log_lines(b, r"- offer of \S+ declined")) for n, b in (("wa1", wa1), ("wb1", wb1))}

@@ -95,6 +95,15 @@ def calls_up(bot) -> int:
     return len(log_lines(bot, r"= call up in \d+ ms"))
 
 
+async def wait_calls_up(bots, n: int, timeout: float = 5.0) -> int:
+    """Wait until the workers `bots` have taken `n` calls between them (or `timeout` passed); that total."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while (up := sum(calls_up(b) for b in bots)) < n and loop.time() < end:
+        await asyncio.sleep(0.05)
+    return up
+
+
 def stasis_delays(bot) -> list[float]:
     """Channel creation -> StasisStart of each call the bot took, in ms (Asterisk's stamps)."""
     return [float(m.group(1)) for m in log_lines(bot, r"entered Stasis ([\d.]+) ms after its channel was created")]
@@ -126,11 +135,6 @@ def invite_to_200_ms(res: CallResult) -> float:
     t0, t1 = res.sip_time("INVITE", "sent"), res.sip_time("SIP/2.0 200", "recv")
     assert t0 is not None and t1 is not None, res.summary()
     return (t1 - t0) * 1000
-
-
-def sound_seconds(res: CallResult, min_dbfs: float = -40.0) -> float:
-    """How long the caller heard sound (20 ms windows above min_dbfs): a busy announcement's length."""
-    return sum(1 for w in A.windows(res.audio_16k(), 16000, 0.02) if w.dbfs > min_dbfs) * 0.02
 
 
 def median(xs: list[float]) -> float:
